@@ -1,0 +1,81 @@
+"""Every hyper-parameter of the engine, with its default. Defaults live only here."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Optional, Tuple
+
+
+# Defaults that differ between 2D images (the reference code's) and 3D volumes (tuned on MNI152
+# for CPU speed; see benchmarks/RESULTS.md).
+DEFAULTS_2D = {"n_clusters": 100}
+DEFAULTS_3D = {"n_clusters": 32}
+
+
+@dataclass
+class SegmentationConfig:
+    """Hyper-parameters of test-time differentiable feature clustering.
+
+    Names in brackets are the reference code's options (Kim, Kanezaki & Tanaka 2020).
+    """
+
+    # network
+    n_clusters: Optional[int] = None  # q, upper bound on the number of clusters [nChannel]; None: by dims
+    n_conv: int = 2  # conv-ReLU-BN blocks [nConv]
+    # loss weights
+    sim_weight: float = 1.0  # mu [stepsize_sim]
+    con_weight: float = 1.0  # nu [stepsize_con]
+    scr_weight: float = 0.5  # lambda [stepsize_scr]
+    # optimisation
+    lr: float = 0.1
+    momentum: float = 0.9
+    max_iter: int = 1000  # [maxIter]
+    min_labels: int = 3  # stop when argmax has <= this many labels [minLabels]
+    n_labels: Optional[int] = None  # exactly this many output labels (merge most similar clusters)
+    convergence_tol: float = 0.001  # fraction of ROI voxels whose label may change ...
+    convergence_window: int = 20  # ... over this many iterations for the run to count as converged
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # large volumes: random patches for training, sliding window for prediction
+    max_voxels: int = 2_000_000  # above this many voxels, train on patches
+    patch_size: Optional[Tuple[int, ...]] = None  # None: chosen from the memory available
+    patch_batch: int = 4
+    sw_overlap: float = 0.25
+    # intensity normalisation: robust percentiles inside the ROI mapped to [0, 1]
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+
+    def __post_init__(self):
+        from .errors import InputError
+
+        if self.n_clusters is not None and self.n_clusters < 2:
+            raise InputError(f"n_clusters must be >= 2, got {self.n_clusters}")
+        if self.n_conv < 1:
+            raise InputError(f"n_conv must be >= 1, got {self.n_conv}")
+        if self.max_iter < 1:
+            raise InputError(f"max_iter must be >= 1, got {self.max_iter}")
+        if self.min_labels < 1:
+            raise InputError(f"min_labels must be >= 1, got {self.min_labels}")
+        if self.n_labels is not None and not 1 <= self.n_labels <= (self.n_clusters or 255):
+            raise InputError(f"n_labels must be between 1 and n_clusters ({self.n_clusters}), got {self.n_labels}")
+        if self.patch_size is not None:
+            self.patch_size = tuple(int(p) for p in self.patch_size)
+
+    def resolved(self, spatial_dims: int) -> "SegmentationConfig":
+        """A copy with the dimension-dependent defaults (None fields) filled in."""
+        defaults = DEFAULTS_2D if spatial_dims == 2 else DEFAULTS_3D
+        return self.replace(**{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    def replace(self, **changes) -> "SegmentationConfig":
+        """A copy with some fields changed (unknown names raise InputError)."""
+        from .errors import InputError
+
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise InputError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+        values = asdict(self)
+        values.update(changes)
+        return SegmentationConfig(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,85 @@
+"""From response channels to output labels: scribble classes first, merging, stable order."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def _channel_means(channel_labels: np.ndarray, intensity: np.ndarray, roi: np.ndarray):
+    """Per present channel: ids (n,), voxel counts (n,), mean intensity vectors (n, C)."""
+    channels = channel_labels[roi]
+    features = intensity[:, roi].T.astype(np.float64)  # (N, C)
+    present, inverse, counts = np.unique(channels, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(present), features.shape[1]))
+    np.add.at(sums, inverse, features)
+    return present, counts, sums / counts[:, None]
+
+
+def assign_labels(channel_labels: np.ndarray, intensity: np.ndarray, roi: np.ndarray, n_clusters: int,
+                  n_scribble_classes: int = 0, n_labels: Optional[int] = None,
+                  previous: Optional[np.ndarray] = None) -> np.ndarray:
+    """Map every response channel to an output label.
+
+    channel_labels: (*spatial) argmax channel ids; intensity: (C, *spatial) normalised image;
+    roi: (*spatial) bool. Scribble class k (channel k - 1) becomes label k. Other clusters get
+    labels after the scribble classes in order of mean intensity. With ``n_labels`` = K the most
+    similar clusters (Ward cost on mean intensity) are merged until K labels remain; two scribble
+    classes are never merged. With ``previous`` (a mapping from an earlier image) known channels
+    keep their label and new channels get new labels (or, when K labels exist, the nearest one).
+
+    Returns (n_clusters,) int32: the label of each channel, 0 for channels never seen.
+    """
+    present, counts, means = _channel_means(channel_labels, intensity, roi)
+    if previous is not None:
+        return _extend(previous, present, counts, means, n_labels)
+    # groups: [channels, size, mean, fixed label or None]
+    groups = [[[k - 1], 0, None, k] for k in range(1, n_scribble_classes + 1)]
+    for channel, size, mean in zip(present, counts, means):
+        if channel < n_scribble_classes:
+            groups[channel][1:3] = [size, mean]
+        else:
+            groups.append([[channel], size, mean, None])
+    while n_labels is not None and len(groups) > n_labels:
+        best = None
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                (_, ni, mi, fi), (_, nj, mj, fj) = groups[i], groups[j]
+                if (fi is not None and fj is not None) or ni == 0 or nj == 0:
+                    continue
+                cost = ni * nj / (ni + nj) * float(np.sum((mi - mj) ** 2))
+                if best is None or cost < best[0]:
+                    best = (cost, i, j)
+        if best is None:
+            break
+        _, i, j = best
+        gi, gj = groups[i], groups[j]
+        size = gi[1] + gj[1]
+        merged = [gi[0] + gj[0], size, (gi[1] * gi[2] + gj[1] * gj[2]) / size, gi[3] if gi[3] is not None else gj[3]]
+        groups = [g for k, g in enumerate(groups) if k not in (i, j)] + [merged]
+    mapping = np.zeros(n_clusters, np.int32)
+    fixed = [g for g in groups if g[3] is not None]
+    free = sorted((g for g in groups if g[3] is None), key=lambda g: tuple(g[2]))
+    for group in fixed:
+        mapping[group[0]] = group[3]
+    for label, group in enumerate(free, start=n_scribble_classes + 1):
+        mapping[group[0]] = label
+    return mapping
+
+
+def _extend(previous: np.ndarray, present, counts, means, n_labels: Optional[int]) -> np.ndarray:
+    """Keep ``previous`` labels; give channels it has not seen a label (see assign_labels)."""
+    mapping = previous.copy()
+    new = [i for i, c in enumerate(present) if mapping[c] == 0]
+    if not new:
+        return mapping
+    known = [i for i, c in enumerate(present) if mapping[c] != 0]
+    next_label = int(mapping.max()) + 1
+    for i in sorted(new, key=lambda i: tuple(means[i])):
+        if n_labels is not None and next_label > n_labels and known:
+            nearest = min(known, key=lambda k: float(np.sum((means[k] - means[i]) ** 2)))
+            mapping[present[i]] = mapping[present[nearest]]
+        else:
+            mapping[present[i]] = next_label
+            next_label += 1
+    return mapping

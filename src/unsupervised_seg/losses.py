@@ -1,0 +1,77 @@
+"""Losses of differentiable feature clustering: similarity, spatial continuity, scribbles."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def similarity_loss(response: torch.Tensor, pseudo_labels: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                    class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Cross-entropy of the response (logits) against the argmax pseudo-labels.
+
+    response: (B, q, *spatial); pseudo_labels: (B, *spatial) long; weight: (B, *spatial) float,
+    1 where a voxel counts (inside the ROI, unscribbled), 0 elsewhere, or None for all voxels.
+    class_weights: (q,) optional per-cluster weights. Returns the weighted mean, a scalar.
+    """
+    ce = F.cross_entropy(response, pseudo_labels, weight=class_weights, reduction="none")
+    if weight is None:
+        return ce.mean()
+    return (ce * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def continuity_loss(response: torch.Tensor, spacing: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """Spatial continuity: sum over spatial axes of the mean |r[i+1] - r[i]| along that axis.
+
+    response: (B, q, *spatial). With ``spacing`` (one value per spatial axis) each axis' term
+    is weighted by min(spacing) / spacing[axis], so that differences between voxels further
+    apart (anisotropic volumes) count less; isotropic data gives the reference loss.
+    """
+    dims = response.ndim - 2
+    weights = [1.0] * dims if spacing is None else [min(spacing) / s for s in spacing]
+    total = response.new_zeros(())
+    for axis in range(dims):
+        diff = torch.diff(response, dim=axis + 2)
+        total = total + weights[axis] * diff.abs().mean()
+    return total
+
+
+def scribble_loss(response: torch.Tensor, scribbles: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on scribbled voxels only.
+
+    response: (B, q, *spatial); scribbles: (B, *spatial) long, 0 = unlabelled, k >= 1 = class k,
+    which is trained towards response channel k - 1. Returns 0 when nothing is scribbled.
+    """
+    marked = scribbles > 0
+    if not marked.any():
+        return response.new_zeros(())
+    logits = response.movedim(1, -1)[marked]  # (n_marked, q)
+    return F.cross_entropy(logits, scribbles[marked] - 1)
+
+
+class ClusteringLoss(nn.Module):
+    """L = mu * L_sim + nu * L_con + lambda * L_scr (METHOD.md), returning the parts too."""
+
+    def __init__(self, sim_weight: float = 1.0, con_weight: float = 1.0, scr_weight: float = 0.5,
+                 spacing: Optional[Sequence[float]] = None):
+        super().__init__()
+        self.sim_weight, self.con_weight, self.scr_weight = sim_weight, con_weight, scr_weight
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+
+    def forward(self, response: torch.Tensor, pseudo_labels: torch.Tensor, roi: Optional[torch.Tensor] = None,
+                scribbles: Optional[torch.Tensor] = None, class_weights: Optional[torch.Tensor] = None) -> dict:
+        """response (B, q, *spatial); pseudo_labels, scribbles (B, *spatial) long; roi (B, *spatial) bool.
+
+        Returns {"loss", "similarity", "continuity", "scribble"} scalars.
+        """
+        weight = None if roi is None else roi.float()
+        if scribbles is not None:
+            unmarked = (scribbles == 0).float()
+            weight = unmarked if weight is None else weight * unmarked
+        sim = similarity_loss(response, pseudo_labels, weight, class_weights)
+        con = continuity_loss(response, self.spacing)
+        scr = scribble_loss(response, scribbles) if scribbles is not None else response.new_zeros(())
+        loss = self.sim_weight * sim + self.con_weight * con + self.scr_weight * scr
+        return {"loss": loss, "similarity": sim.detach(), "continuity": con.detach(), "scribble": scr.detach()}

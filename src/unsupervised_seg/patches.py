@@ -1,0 +1,98 @@
+"""Large volumes: random training patches, patch size from the memory available, sliding-window prediction."""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import RandWeightedCrop
+
+log = logging.getLogger(__name__)
+
+# Bytes per voxel and response channel held during a training step (activations of each
+# conv/ReLU/BN block and the head, their gradients and the loss' temporaries), float32.
+_TRAIN_BYTES_PER_VOXEL_CHANNEL = 4 * 12
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes that a training step may use on ``device``: half the free GPU memory, or a quarter of
+    the available RAM capped at 2 GiB on CPU (where larger patches only cost time)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    try:
+        import psutil
+
+        avail = psutil.virtual_memory().available
+    except ImportError:  # psutil is optional
+        avail = 8 << 30
+    return min(avail // 4, 2 << 30)
+
+
+def choose_patch_size(cfg, in_channels: int, shape: Sequence[int], device: torch.device) -> Tuple[int, ...]:
+    """Cubic (square) patch edge so that ``cfg.patch_batch`` patches fit the memory budget,
+    between 16 and 96 voxels and no larger than the volume."""
+    per_voxel = _TRAIN_BYTES_PER_VOXEL_CHANNEL * cfg.n_clusters * max(cfg.n_conv, 1) + 4 * in_channels
+    voxels = available_memory(device) / (per_voxel * cfg.patch_batch)
+    edge = int(voxels ** (1.0 / len(shape)))
+    edge = max(16, min(edge, 96))
+    return tuple(min(edge, int(n)) for n in shape)
+
+
+class PatchSampler:
+    """Draws batches of random patches whose centres lie in the ROI, with scribbled voxels over-sampled
+    (they get half of the sampling weight when present).
+
+    image (1, C, *S) float32, scribbles (1, *S) long or None, roi (1, *S) bool.
+    sample() -> image (B, C, *P), scribbles (B, *P) long or None, roi (B, *P) bool.
+    probe: a fixed (B, C, *P) batch used to check convergence.
+    """
+
+    def __init__(self, image: torch.Tensor, scribbles: Optional[torch.Tensor], roi: torch.Tensor,
+                 patch_size: Sequence[int], batch: int, seed: int = 0):
+        self.n_channels = image.shape[1]
+        self.has_scribbles = scribbles is not None
+        layers = [image[0], roi.float()]
+        weight = roi.float()
+        if scribbles is not None:
+            layers.append(scribbles.float())
+            marked = scribbles > 0
+            weight = weight + marked.float() * (roi.sum() / marked.sum().clamp_min(1))
+        self.stacked = torch.cat(layers, 0)  # (C + 1 [+ 1], *S)
+        self.weight = weight
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.cropper = RandWeightedCrop(self.patch_size, num_samples=batch)
+        self.cropper.set_random_state(seed)
+        self.probe = self.sample()[0]
+
+    def sample(self):
+        crops = self.cropper(self.stacked, weight_map=self.weight)
+        batch = torch.stack([torch.as_tensor(c) for c in crops])
+        c = self.n_channels
+        image, roi = batch[:, :c].float(), batch[:, c] > 0.5
+        scribbles = batch[:, c + 1].round().long() if self.has_scribbles else None
+        return image.contiguous(), scribbles, roi
+
+
+def sliding_window_response(network: torch.nn.Module, image: torch.Tensor, patch_size: Sequence[int], cfg,
+                            device: torch.device, progress=None) -> torch.Tensor:
+    """Eval-mode response of ``network`` on image (1, C, *S) by overlapping patches with gaussian
+    blending (MONAI SlidingWindowInferer); the full response is accumulated on the CPU.
+    On CUDA out-of-memory the patch edge is halved and the prediction retried. Returns (q, *S)."""
+    size = tuple(patch_size)
+    while True:
+        inferer = SlidingWindowInferer(roi_size=size, sw_batch_size=cfg.patch_batch, overlap=cfg.sw_overlap,
+                                       mode="gaussian", sw_device=device, device=torch.device("cpu"),
+                                       progress=False)
+        try:
+            if progress:
+                progress({"stage": "predict", "patch_size": list(size)})
+            return inferer(image, network)[0]
+        except torch.cuda.OutOfMemoryError:
+            if min(size) <= 16:
+                raise
+            torch.cuda.empty_cache()
+            size = tuple(max(16, s // 2) for s in size)
+            log.warning("CUDA out of memory in prediction; retrying with patches of %s", size)

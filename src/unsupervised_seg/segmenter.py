@@ -1,0 +1,326 @@
+"""Segmenter: test-time optimisation of a ClusteringNet on one volume (or a set), and prediction."""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .config import SegmentationConfig
+from .errors import InputError
+from .labels import assign_labels
+from .losses import ClusteringLoss
+from .network import ClusteringNet
+from .patches import PatchSampler, choose_patch_size, sliding_window_response
+from .scribbles import scribble_classes, validate_scribbles
+from .volume import Volume, normalise_intensity, validate_mask, validate_volume
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[dict], None]
+
+
+@dataclass
+class SegmentationResult:
+    """Outcome of a fit or predict.
+
+    labels:      (*spatial) int32 on the input grid; 1..K inside the ROI, 0 outside. Scribble class
+                 k is label k; other clusters follow, ordered by mean intensity.
+    n_labels:    number of distinct labels inside the ROI.
+    iterations:  optimisation steps taken (0 for predict).
+    stop_reason: "min_labels", "converged", "max_iter" or "predict".
+    history:     one dict per iteration: iteration, loss, similarity, continuity, scribble, n_labels.
+    """
+
+    labels: np.ndarray
+    n_labels: int
+    iterations: int
+    stop_reason: str
+    history: List[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else as torch understands it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} requested but CUDA is not available (use --device cpu or auto)")
+    return device
+
+
+@dataclass
+class _Prepared:
+    """One volume ready for the network, cropped to the ROI's bounding box.
+
+    image (1, C, *crop) float32; scribbles (1, *crop) long or None; roi (1, *crop) bool;
+    crop: slices of the crop in the full grid; full_roi: (*spatial) bool; intensity: (C, *crop) numpy.
+    """
+
+    image: torch.Tensor
+    scribbles: Optional[torch.Tensor]
+    roi: torch.Tensor
+    crop: tuple
+    full_shape: tuple
+    full_roi: np.ndarray
+    spacing: tuple
+    n_scribble_classes: int
+
+
+class Segmenter:
+    """Stateful test-time clustering: the network and optimiser persist between calls.
+
+    fit(volume, scribbles, mask)  -> SegmentationResult; a second fit warm-starts from the first.
+    fit_reference([volumes])      -> trains one network on several images (reference mode).
+    predict(volume, mask)         -> labels without optimisation, consistent with the fit.
+    save(path) / Segmenter.load(path).
+    """
+
+    def __init__(self, config: Optional[SegmentationConfig] = None, **overrides):
+        config = config or SegmentationConfig()
+        self.config = config.replace(**overrides) if overrides else config
+        self.device = resolve_device(self.config.device)
+        self.network: Optional[ClusteringNet] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.channel_to_label: Optional[np.ndarray] = None  # (q,) int: output label of each response channel
+        self.iterations_done = 0
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare(self, volume: Volume, scribbles=None, mask=None) -> _Prepared:
+        validate_volume(volume)
+        roi = validate_mask(mask, volume)
+        cfg = self.config.resolved(volume.spatial_dims)
+        scribbles = validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source)
+        if self.network is not None:
+            if volume.spatial_dims != self.network.spatial_dims or volume.n_channels != self.network.in_channels:
+                raise InputError(
+                    f"image has {volume.spatial_dims} spatial dims and {volume.n_channels} channels; the network was "
+                    f"made for {self.network.spatial_dims} and {self.network.in_channels}", volume.source)
+        full_roi = np.ones(volume.spatial_shape, bool) if roi is None else roi
+        if scribbles is not None:
+            full_roi = full_roi | (scribbles > 0) if roi is None else full_roi
+            if roi is not None and np.any((scribbles > 0) & ~roi):
+                log.warning("%s: scribbled voxels outside the ROI are ignored", volume.source)
+                scribbles = np.where(roi, scribbles, 0)
+        data = normalise_intensity(volume, roi, cfg.lower_percentile, cfg.upper_percentile)
+        crop = _bounding_box(full_roi, margin=2)
+        image = torch.from_numpy(np.ascontiguousarray(data[(slice(None),) + crop]))[None]
+        roi_t = torch.from_numpy(np.ascontiguousarray(full_roi[crop]))[None]
+        scr_t = None if scribbles is None else torch.from_numpy(np.ascontiguousarray(scribbles[crop]))[None]
+        return _Prepared(image, scr_t, roi_t, crop, volume.spatial_shape, full_roi, volume.spacing,
+                         scribble_classes(scribbles))
+
+    def _ensure_network(self, spatial_dims: int, in_channels: int) -> SegmentationConfig:
+        cfg = self.config.resolved(spatial_dims)
+        if self.network is None:
+            torch.manual_seed(cfg.seed)
+            self.network = ClusteringNet(spatial_dims, in_channels, cfg.n_clusters, cfg.n_conv).to(self.device)
+            self.optimizer = torch.optim.SGD(self.network.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        return cfg
+
+    # ------------------------------------------------------------------ training
+    def fit(self, volume: Volume, scribbles=None, mask=None, max_iter: Optional[int] = None,
+            progress: Optional[ProgressCallback] = None, keep_labels: bool = False) -> SegmentationResult:
+        """Optimise the network on ``volume`` (warm-starting from any previous fit) and segment it.
+
+        volume: Volume (C, *spatial); scribbles: (*spatial) int, 0 = unlabelled; mask: (*spatial) ROI.
+        keep_labels: keep the channel -> label mapping of the previous fit (sequence mode).
+        """
+        start = time.perf_counter()
+        prep = self._prepare(volume, scribbles, mask)
+        cfg = self._ensure_network(volume.spatial_dims, volume.n_channels)
+        history, stop_reason, final_labels = self._optimise([prep], cfg, max_iter or cfg.max_iter, progress)
+        if final_labels is None:  # patch mode: labels from a sliding-window prediction
+            response = self._response(prep, cfg, progress)
+            final_labels = response.argmax(0)
+        channel_labels = final_labels.numpy()
+        self.channel_to_label = self._assign(channel_labels, prep, cfg, keep_labels)
+        result = self._result(channel_labels, prep, cfg, len(history), stop_reason, history, start)
+        if progress:
+            progress({"stage": "done", "iteration": len(history), "n_labels": result.n_labels,
+                      "stop_reason": stop_reason})
+        return result
+
+    def fit_reference(self, volumes: Sequence[Volume], masks: Optional[Sequence] = None,
+                      max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None) -> List[dict]:
+        """Reference mode: train one network on several images (a step on each in turn).
+
+        Labels are then fixed from the first image; ``predict`` applies them without retraining.
+        Returns the training history.
+        """
+        if not volumes:
+            raise InputError("reference mode needs at least one image")
+        masks = list(masks) if masks is not None else [None] * len(volumes)
+        preps = [self._prepare(v, None, m) for v, m in zip(volumes, masks)]
+        dims = {v.spatial_dims for v in volumes}
+        channels = {v.n_channels for v in volumes}
+        if len(dims) > 1 or len(channels) > 1:
+            raise InputError("reference images must share spatial dimensions and channel count")
+        cfg = self._ensure_network(volumes[0].spatial_dims, volumes[0].n_channels)
+        history, _, _ = self._optimise(preps, cfg, max_iter or cfg.max_iter, progress)
+        labels = self._response(preps[0], cfg, progress).argmax(0).numpy()
+        self.channel_to_label = self._assign(labels, preps[0], cfg)
+        return history
+
+    def _assign(self, channel_labels: np.ndarray, prep: _Prepared, cfg, keep: bool = False) -> np.ndarray:
+        """Channel -> label mapping for a crop's argmax channels (see labels.assign_labels)."""
+        previous = self.channel_to_label if keep else None
+        return assign_labels(channel_labels, prep.image[0].numpy(), prep.roi[0].numpy(), cfg.n_clusters,
+                             prep.n_scribble_classes, cfg.n_labels, previous)
+
+    def _optimise(self, preps: List[_Prepared], cfg: SegmentationConfig, max_iter: int,
+                  progress: Optional[ProgressCallback]):
+        """Run SGD steps until a stopping rule holds. Returns (history, stop_reason, labels or None).
+
+        With one image below the voxel budget every step sees the whole crop and the last step's
+        argmax (crop-shaped long tensor) is returned; otherwise steps see random patches and None is returned.
+        """
+        net, opt = self.network, self.optimizer
+        loss_fn = ClusteringLoss(cfg.sim_weight, cfg.con_weight, cfg.scr_weight, preps[0].spacing)
+        n_classes = max(p.n_scribble_classes for p in preps)
+        min_labels = max(cfg.min_labels, n_classes, cfg.n_labels or 0)
+        whole = len(preps) == 1 and preps[0].roi.numel() <= cfg.max_voxels
+        samplers = None if whole else [self._sampler(p, cfg) for p in preps]
+        snapshots: deque = deque(maxlen=2)
+        history, stop_reason, labels = [], "max_iter", None
+        net.train()
+        for it in range(1, max_iter + 1):
+            prep = preps[(it - 1) % len(preps)]
+            if whole:
+                image, scr, roi = prep.image, prep.scribbles, prep.roi
+            else:
+                image, scr, roi = samplers[(it - 1) % len(preps)].sample()
+            image = image.to(self.device)
+            roi = roi.to(self.device)
+            scr = None if scr is None else scr.to(self.device)
+            opt.zero_grad(set_to_none=True)
+            response = net(image)
+            pseudo = response.detach().argmax(1)
+            parts = loss_fn(response, pseudo, roi, scr)
+            parts["loss"].backward()
+            opt.step()
+            n_now = int(torch.unique(pseudo[roi]).numel())
+            record = {"iteration": it, "n_labels": n_now, **{k: float(v) for k, v in parts.items()}}
+            history.append(record)
+            self.iterations_done += 1
+            if progress:
+                progress({"stage": "fit", "max_iter": max_iter, **record})
+            if whole:
+                labels = pseudo[0].cpu()
+            if n_now <= min_labels:
+                stop_reason = "min_labels"
+                break
+            if it % cfg.convergence_window == 0:
+                snapshots.append(labels if whole else self._probe_labels(samplers[0]))
+                if len(snapshots) == 2:
+                    changed = float((snapshots[0] != snapshots[1]).float().mean())
+                    record["changed"] = changed
+                    if changed < cfg.convergence_tol:
+                        stop_reason = "converged"
+                        break
+                    net.train()
+        return history, stop_reason, labels if whole else None
+
+    def _sampler(self, prep: _Prepared, cfg: SegmentationConfig) -> PatchSampler:
+        size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
+        return PatchSampler(prep.image, prep.scribbles, prep.roi, size, cfg.patch_batch,
+                            seed=cfg.seed + self.iterations_done)
+
+    @torch.no_grad()
+    def _probe_labels(self, sampler: PatchSampler) -> torch.Tensor:
+        """Eval-mode labels of a fixed set of patches, to tell whether training has converged."""
+        self.network.eval()
+        return self.network(sampler.probe.to(self.device)).argmax(1).cpu()
+
+    # ------------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def _response(self, prep: _Prepared, cfg: SegmentationConfig, progress=None) -> torch.Tensor:
+        """Eval-mode response (q, *crop) on CPU; sliding window when the crop exceeds the voxel budget."""
+        self.network.eval()
+        if prep.roi.numel() <= cfg.max_voxels:
+            return self.network(prep.image.to(self.device))[0].cpu()
+        size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
+        return sliding_window_response(self.network, prep.image, size, cfg, self.device, progress)
+
+    def predict(self, volume: Volume, mask=None, progress: Optional[ProgressCallback] = None) -> SegmentationResult:
+        """Segment ``volume`` with the trained network, without optimisation (reference mode)."""
+        if self.network is None:
+            raise InputError("the segmenter has not been fitted: fit it or load a model first")
+        start = time.perf_counter()
+        prep = self._prepare(volume, None, mask)
+        cfg = self.config.resolved(volume.spatial_dims)
+        channel_labels = self._response(prep, cfg, progress).argmax(0).numpy()
+        self.channel_to_label = self._assign(channel_labels, prep, cfg, keep=True)
+        return self._result(channel_labels, prep, cfg, 0, "predict", [], start)
+
+    def _result(self, channel_labels: np.ndarray, prep: _Prepared, cfg, iterations, stop_reason, history,
+                start) -> SegmentationResult:
+        labels = np.zeros(prep.full_shape, np.int32)
+        labels[prep.crop] = self.channel_to_label[channel_labels]
+        labels[~prep.full_roi] = 0
+        n_labels = int(np.unique(labels[prep.full_roi]).size)
+        return SegmentationResult(labels, n_labels, iterations, stop_reason, history,
+                                  time.perf_counter() - start, str(self.device))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write network weights, optimiser state, label mapping and config to ``path`` (torch file)."""
+        if self.network is None:
+            raise InputError("nothing to save: the segmenter has not been fitted")
+        torch.save({"config": self.config.to_dict(), "network": self.network.hyper_parameters(),
+                    "state_dict": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "channel_to_label": self.channel_to_label, "iterations_done": self.iterations_done}, path)
+
+    @classmethod
+    def load(cls, path, device: Optional[str] = None) -> "Segmenter":
+        """Re-create a Segmenter saved with ``save``; ``device`` overrides the saved device."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            config = SegmentationConfig(**state["config"])
+        except Exception as exc:  # corrupt, truncated or foreign file
+            raise InputError(f"not a saved UnsupervisedSeg model ({exc.__class__.__name__}: {exc})", path) from exc
+        if device is not None:
+            config = config.replace(device=device)
+        seg = cls(config)
+        seg.network = ClusteringNet(**state["network"]).to(seg.device)
+        seg.network.load_state_dict(state["state_dict"])
+        seg.optimizer = torch.optim.SGD(seg.network.parameters(), lr=config.lr, momentum=config.momentum)
+        seg.optimizer.load_state_dict(state["optimizer"])
+        seg.channel_to_label = np.asarray(state["channel_to_label"])
+        seg.iterations_done = int(state["iterations_done"])
+        return seg
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple:
+    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels, clipped to the array."""
+    coords = np.nonzero(mask)
+    return tuple(slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n))
+                 for c, n in zip(coords, mask.shape))
+
+
+def segment(volume: Volume, scribbles=None, mask=None, config: Optional[SegmentationConfig] = None,
+            progress: Optional[ProgressCallback] = None, **overrides) -> SegmentationResult:
+    """One-shot segmentation of ``volume`` (see Segmenter.fit)."""
+    return Segmenter(config, **overrides).fit(volume, scribbles, mask, progress=progress)
+
+
+def segment_sequence(frames: Sequence[Volume], config: Optional[SegmentationConfig] = None, masks=None,
+                     warm_max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None,
+                     **overrides) -> List[SegmentationResult]:
+    """Sequence mode: frames (video, 4D time points) in order, each warm-started from the previous network.
+
+    The channel -> label mapping of the first frame is kept, so a structure keeps its label over time.
+    """
+    seg = Segmenter(config, **overrides)
+    masks = list(masks) if masks is not None else [None] * len(frames)
+    results = []
+    for index, (frame, mask) in enumerate(zip(frames, masks)):
+        max_iter = None if index == 0 else warm_max_iter
+        results.append(seg.fit(frame, mask=mask, max_iter=max_iter, progress=progress, keep_labels=index > 0))
+    return results
