@@ -1,0 +1,277 @@
+"""MONAI glue for the bundle in ``monai_bundle/``: datalist, validated dataset, inferer, trainer, writer.
+
+The bundle configs only wire these objects together; the method itself is the engine's
+``Segmenter``. Tensors follow MONAI's layout: images (B, C, *spatial) MetaTensors whose affine
+(index -> RAS world) comes from the file, label maps (B, 1, *spatial).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import Dataset, MetaTensor, NibabelWriter
+from monai.data.utils import affine_to_spacing
+from monai.engines.utils import PrepareBatchExtraInput
+from monai.inferers import Inferer
+
+from .config import SegmentationConfig
+from .errors import InputError
+from .scribbles import validate_scribbles
+from .segmenter import Segmenter
+from .volume import Volume, normalise_intensity, validate_mask, validate_volume
+
+log = logging.getLogger(__name__)
+
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+
+
+def _stem(path: Path) -> str:
+    """File name without its NIfTI extension."""
+    for ext in NIFTI_EXTENSIONS:
+        if path.name.endswith(ext):
+            return path.name[: -len(ext)]
+    return path.stem
+
+
+def _beside(image: Path, suffix: str) -> Optional[str]:
+    """``<stem><suffix>.nii.gz`` (or .nii) next to ``image``, if it exists."""
+    for ext in NIFTI_EXTENSIONS:
+        candidate = image.with_name(_stem(image) + suffix + ext)
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def nifti_datalist(dataset_dir, scribble_suffix: str = "_scribbles", mask_suffix: str = "_mask",
+                   output_postfix: str = "seg") -> List[Dict[str, str]]:
+    """Every NIfTI image in ``dataset_dir``, sorted, as MONAI datalist items.
+
+    Item keys: "image", plus "scribbles" when ``<stem><scribble_suffix>.nii[.gz]`` exists beside it
+    and "mask" (ROI) when ``<stem><mask_suffix>.nii[.gz]`` does. Scribble, mask and earlier output
+    files (``<stem>_<output_postfix>``) are not images themselves.
+    """
+    folder = Path(dataset_dir)
+    if not folder.is_dir():
+        raise InputError("dataset_dir is not a folder", folder)
+    not_images = tuple(s for s in (scribble_suffix, mask_suffix, f"_{output_postfix}" if output_postfix else "") if s)
+    items = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(NIFTI_EXTENSIONS)):
+        if _stem(path).endswith(not_images):
+            continue
+        item = {"image": str(path)}
+        for key, suffix in (("scribbles", scribble_suffix), ("mask", mask_suffix)):
+            found = _beside(path, suffix) if suffix else None
+            if found:
+                item[key] = found
+        items.append(item)
+    if not items:
+        raise InputError("no NIfTI images (*.nii, *.nii.gz) found", folder)
+    return items
+
+
+def check_item(item: Dict[str, str], config: SegmentationConfig) -> None:
+    """Raise InputError (naming the file) if the engine could not segment this datalist item.
+
+    Reads the image, scribbles and mask in full with nibabel, so truncated or corrupt files
+    are found here rather than half way through a run, then applies the engine's own checks.
+    """
+    arrays = {}
+    for key, path in item.items():
+        try:
+            arrays[key] = np.asanyarray(nib.load(path).dataobj)
+        except Exception as exc:  # nibabel raises many types for damaged files
+            raise InputError(f"cannot read NIfTI ({exc.__class__.__name__}: {exc})", path) from exc
+    image = arrays["image"]
+    data = image[None] if image.ndim <= 3 else np.moveaxis(image, -1, 0)
+    volume = Volume(data, source=item["image"])
+    validate_volume(volume)
+    mask = None
+    if "mask" in arrays:
+        try:
+            mask = validate_mask(arrays["mask"], volume)
+        except InputError as exc:
+            raise exc.with_path(item["mask"]) from exc
+    if "scribbles" in arrays:
+        n_clusters = config.resolved(volume.spatial_dims).n_clusters
+        validate_scribbles(arrays["scribbles"], volume.spatial_shape, n_clusters, item["scribbles"])
+    normalise_intensity(volume, mask, config.lower_percentile, config.upper_percentile)
+
+
+class ValidatedDataset(Dataset):
+    """A MONAI Dataset that drops, with an error log line naming the file, items that cannot be segmented.
+
+    Validation happens once, at construction (see ``check_item``), so the list is the same on
+    every rank of a distributed run and a damaged file never stops the other volumes.
+    ``skipped`` lists (path, message) of the dropped items.
+    """
+
+    def __init__(self, data: Sequence[dict], transform: Optional[Callable] = None,
+                 config: Optional[SegmentationConfig] = None):
+        config = config or SegmentationConfig()
+        valid, self.skipped = [], []
+        for item in data:
+            try:
+                check_item(item, config)
+            except InputError as exc:
+                log.error("skipped %s", exc)
+                self.skipped.append((exc.path or item["image"], exc.problem))
+            else:
+                valid.append(item)
+        if not valid:
+            raise InputError(f"none of the {len(data)} images can be segmented (see the errors above)")
+        super().__init__(valid, transform)
+
+
+class PrepareBatchOptionalInput(PrepareBatchExtraInput):
+    """PrepareBatchExtraInput for keyword inputs that some images lack (scribbles, masks).
+
+    extra_keys: {inferer keyword: batch key}; a key absent from the batch is not passed.
+    """
+
+    def __init__(self, extra_keys: Dict[str, str]):
+        super().__init__(dict(extra_keys))
+
+    def __call__(self, batchdata, device=None, non_blocking: bool = False, **kwargs):
+        present = {k: v for k, v in self.extra_keys.items() if v in batchdata}
+        return PrepareBatchExtraInput(present)(batchdata, device, non_blocking, **kwargs)
+
+
+def to_volume(image: torch.Tensor, affine, source: str) -> Volume:
+    """One batch item (C, *spatial) with its 4x4 affine -> engine Volume (spacing from the affine)."""
+    data = image.detach().cpu().numpy()
+    affine = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+    spacing = tuple(float(s) for s in affine_to_spacing(affine, r=data.ndim - 1))
+    return Volume(data, spacing, affine, source=source)
+
+
+def progress_logger(source: str, every: int) -> Callable[[dict], None]:
+    """An engine progress callback that logs every ``every``-th optimisation step."""
+    def report(event: dict) -> None:
+        if event.get("stage") == "fit" and event["iteration"] % every == 0:
+            log.info("%s: iteration %d/%d, %d labels, loss %.4f", source, event["iteration"], event["max_iter"],
+                     event["n_labels"], event["loss"])
+    return report
+
+
+def _replace_atomically(write: Callable[[str], None], target: Path, suffix: str) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it to ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _item_array(batch, index: int) -> Optional[np.ndarray]:
+    """(*spatial) numpy array of batch item ``index`` of a (B, 1, *spatial) tensor, or None."""
+    if batch is None:
+        return None
+    return batch[index, 0].detach().cpu().numpy()
+
+
+class TestTimeClusteringInferer(Inferer):
+    """Segments each volume of a batch by the engine's test-time optimisation (or a saved model).
+
+    __call__(inputs (B, C, *spatial) MetaTensor, network, scribbles (B, 1, *spatial) or None,
+    mask (B, 1, *spatial) or None) -> (B, 1, *spatial) int32 MetaTensor carrying the inputs' metadata
+    (affine, file name), so SaveImaged writes each label map on its input's grid.
+
+    ``network`` (the evaluator's) is ignored: the method fits a new network to every volume, so each
+    volume gets a fresh ``Segmenter`` seeded with ``config.seed``. Re-using one network object across
+    volumes would make a volume's labels depend on the volumes before it (and on the rank that ran it).
+    With ``model_path`` (reference mode) a saved Segmenter is applied with ``predict``: no optimisation.
+    """
+
+    def __init__(self, config: Optional[SegmentationConfig] = None, model_path: Optional[str] = None,
+                 log_every: int = 100):
+        super().__init__()
+        self.config = config or SegmentationConfig()
+        self.model_path = model_path or None
+        self.log_every = log_every
+        self._reference: Optional[Segmenter] = None
+        self._reference_mapping = None
+
+    def _predictor(self) -> Segmenter:
+        """The saved model, with its label mapping reset so that results do not depend on volume order."""
+        if self._reference is None:
+            self._reference = Segmenter.load(self.model_path, device=self.config.device)
+            self._reference_mapping = self._reference.channel_to_label.copy()
+            log.info("reference mode: applying %s without optimisation", self.model_path)
+        self._reference.channel_to_label = self._reference_mapping.copy()
+        return self._reference
+
+    def __call__(self, inputs: torch.Tensor, network=None, scribbles=None, mask=None, *args, **kwargs):
+        affines = inputs.affine if isinstance(inputs, MetaTensor) else None
+        names = inputs.meta.get("filename_or_obj") if isinstance(inputs, MetaTensor) else None
+        outputs = []
+        for b in range(inputs.shape[0]):
+            affine = np.eye(inputs.ndim - 1) if affines is None else (affines[b] if affines.ndim == 3 else affines)
+            source = str(names[b] if isinstance(names, (list, tuple)) else names or f"batch item {b}")
+            volume = to_volume(inputs[b], affine, source)
+            roi = _item_array(mask, b)
+            if self.model_path:
+                result = self._predictor().predict(volume, roi)
+            else:
+                with torch.enable_grad():  # evaluators call inferers under torch.no_grad()
+                    result = Segmenter(self.config).fit(volume, _item_array(scribbles, b), roi,
+                                                        progress=progress_logger(source, self.log_every))
+            log.info("%s: %d labels, %d iterations (%s), %.1f s on %s", source, result.n_labels, result.iterations,
+                     result.stop_reason, result.seconds, result.device)
+            outputs.append(torch.from_numpy(result.labels)[None])
+        labels = MetaTensor(torch.stack(outputs).to(inputs.device))
+        if isinstance(inputs, MetaTensor):
+            labels.copy_meta_from(inputs, copy_attr=False)
+        return labels
+
+
+class ReferenceTrainer:
+    """The paper's reference mode: train one network on every volume of a dataloader, save it.
+
+    run() loads all volumes (they are held in memory together), calls ``Segmenter.fit_reference``
+    and writes the model to ``model_path`` atomically. Returns the training history.
+    """
+
+    def __init__(self, dataloader, config: Optional[SegmentationConfig] = None, model_path: str = "models/model.pt",
+                 log_every: int = 100):
+        self.dataloader = dataloader
+        self.log_every = log_every
+        self.config = config or SegmentationConfig()
+        self.model_path = Path(model_path)
+
+    def run(self) -> List[dict]:
+        volumes, masks = [], []
+        for batch in self.dataloader:
+            images = batch["image"]
+            for b in range(images.shape[0]):
+                names = images.meta.get("filename_or_obj")
+                volumes.append(to_volume(images[b], images.affine[b], str(names[b])))
+                masks.append(_item_array(batch.get("mask"), b))
+        log.info("reference mode: training one network on %d volumes", len(volumes))
+        segmenter = Segmenter(self.config)
+        history = segmenter.fit_reference(volumes, masks, progress=progress_logger("reference set", self.log_every))
+        _replace_atomically(segmenter.save, self.model_path, ".pt")
+        log.info("saved %s after %d iterations", self.model_path, len(history))
+        return history
+
+
+class AtomicNibabelWriter(NibabelWriter):
+    """NibabelWriter that writes to a temporary file beside the target and renames it (no partial outputs)."""
+
+    def write(self, filename, verbose: bool = False, **obj_kwargs):
+        target = Path(filename)
+        ext = next((e for e in NIFTI_EXTENSIONS if target.name.endswith(e)), target.suffix)
+        _replace_atomically(lambda tmp: super(AtomicNibabelWriter, self).write(tmp, verbose=verbose, **obj_kwargs),
+                            target, ext)
