@@ -88,12 +88,19 @@ def _scan_folder(folder: Path) -> Dict[str, List[tuple]]:
         for name in sorted(files):
             path = Path(root) / name
             header = _read_header(path)
-            if header is None or header.get("SOPClassUID") in NON_VOLUME_SOP_CLASSES:
+            if header is None:
                 continue
-            if "Rows" not in header or "Columns" not in header:
-                continue  # a DICOM object without an image (SR, KOS, ...)
-            if "SeriesInstanceUID" not in header:
-                raise InputError("DICOM image has no SeriesInstanceUID", path)
+            sop_class = header.get("SOPClassUID") or header.file_meta.get("MediaStorageSOPClassUID")
+            if sop_class is None:
+                raise InputError("corrupt DICOM file: no SOP Class UID (truncated or damaged header)", path)
+            if sop_class in NON_VOLUME_SOP_CLASSES:
+                continue
+            missing = [k for k in ("Rows", "Columns", "SeriesInstanceUID") if k not in header]
+            if missing and "Image Storage" not in pydicom.uid.UID(sop_class).name:
+                continue  # a DICOM object without an image (SR, KOS, PDF...)
+            if missing:
+                raise InputError(f"corrupt DICOM file: image without {', '.join(missing)} (truncated or damaged "
+                                 "header)", path)
             series[str(header.SeriesInstanceUID)].append((path, header))
     return dict(series)
 
