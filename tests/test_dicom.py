@@ -169,7 +169,7 @@ def test_missing_slice_names_the_gap(mni_series, tmp_path):
 
 def test_uneven_pydicom_series_names_the_gap(tmp_path):
     folder = copy_series(sorted(CT_WITH_GAP.iterdir()), tmp_path / "ct2")
-    with pytest.raises(InputError, match=r"gap of 202\.5 mm between slice positions -99\.48 and 103 mm.*"
+    with pytest.raises(InputError, match=r"gap of 202\.5 mm between slice positions -99\.48 and 103\.02 mm.*"
                                          r"expected 1\.25 mm"):
         read_dicom_series(folder)
 

@@ -201,8 +201,8 @@ def _check_stack(headers, positions: np.ndarray, along: np.ndarray, normal: np.n
         n_missing = round(gaps[i] / expected) - 1
         what = f"{n_missing} missing slice(s)" if n_missing >= 1 and abs(gaps[i] - (n_missing + 1) * expected) \
             <= SPACING_RTOL * expected else "uneven slice spacing"
-        raise InputError(f"{what}: gap of {gaps[i]:.4g} mm between slice positions {along[i]:.4g} and "
-                         f"{along[i + 1]:.4g} mm ({headers[i][0].name}, {headers[i + 1][0].name}); expected "
+        raise InputError(f"{what}: gap of {gaps[i]:.4g} mm between slice positions {along[i]:.6g} and "
+                         f"{along[i + 1]:.6g} mm ({headers[i][0].name}, {headers[i + 1][0].name}); expected "
                          f"{expected:.4g} mm ({len(uneven)} uneven gap(s) in {len(headers)} slices)",
                          headers[i + 1][0])
     offsets = positions - positions[0] - np.outer(along - along[0], normal)
