@@ -1,0 +1,260 @@
+"""RESULTS.md and the PNG plots of a benchmark run (matplotlib, Agg backend, no display needed)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+ENGINE = "engine"
+LABEL_COLOURS = ["#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    """Write the figure atomically (temp name in the same folder, then rename)."""
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def best_baseline(entry: dict):
+    """Name of the non-engine method with the highest mean Dice in a case entry, or None."""
+    scored = {m: r["dice_mean"] for m, r in entry["methods"].items() if m != ENGINE and r.get("status") == "ok"}
+    return max(scored, key=scored.get) if scored else None
+
+
+def _as_classes(labels: np.ndarray, matching: dict, names: dict) -> np.ndarray:
+    """Relabel clusters to the truth class they were matched to (so colours agree across methods)."""
+    out = np.zeros_like(labels)
+    for cls_name, cluster in matching.items():
+        out[labels == cluster] = names[cls_name]
+    return out
+
+
+def plot_overlay(case, labels: dict, entry: dict, path: Path) -> None:
+    """Rows: image, truth, engine, best baseline; columns: axial, coronal, sagittal through the ROI centre."""
+    from matplotlib.colors import ListedColormap
+
+    from cases import CLASS_NAMES
+
+    plt = _pyplot()
+    names = {v: k for k, v in CLASS_NAMES.items()}
+    rows = [("image", None), ("truth", case.truth)]
+    best = best_baseline(entry)
+    for method in (ENGINE, best):
+        if method in labels:
+            result = entry["methods"][method]
+            rows.append((f"{method} (Dice {result['dice_mean']:.3f})",
+                         _as_classes(labels[method], result["matching"], names)))
+    centre = [int(np.mean(ix)) for ix in np.nonzero(case.roi)]
+    if case.scribbles is not None:  # the axial plane through the scribbled slice nearest the centre
+        scribbled = np.flatnonzero((case.scribbles > 0).any(axis=(0, 1)))
+        centre[2] = int(scribbled[np.argmin(np.abs(scribbled - centre[2]))])
+    planes = [("axial", lambda a: a[:, :, centre[2]]), ("coronal", lambda a: a[:, centre[1], :]),
+              ("sagittal", lambda a: a[centre[0], :, :])]
+    cmap = ListedColormap(LABEL_COLOURS[: case.n_classes + 1])
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
+    for r, (title, lab) in enumerate(rows):
+        for c, (plane, take) in enumerate(planes):
+            ax = axes[r, c]
+            ax.imshow(take(case.image).T, cmap="gray", origin="lower")
+            if lab is not None:
+                shown = np.ma.masked_equal(take(lab).T, 0)
+                ax.imshow(shown, cmap=cmap, vmin=0, vmax=case.n_classes, alpha=0.55, origin="lower",
+                          interpolation="nearest")
+            if case.scribbles is not None and r == 1:
+                ax.contour(take(case.scribbles).T > 0, levels=[0.5], colors="white", linewidths=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(plane)
+            if c == 0:
+                ax.set_ylabel(title, fontsize=9)
+    legend = ", ".join(f"{n}={LABEL_COLOURS[k]}" for k, n in CLASS_NAMES.items())
+    fig.suptitle(f"{case.name}  (colours: {legend}; white: scribbles)", fontsize=9)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_dice_vs_seconds(run: dict, path: Path) -> None:
+    """One panel per case: mean Dice against seconds (log scale) for every method."""
+    plt = _pyplot()
+    cases = list(run["cases"].items())
+    if not cases:
+        return
+    cols = min(len(cases), 3)
+    rows = (len(cases) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, (name, entry) in zip(axes.ravel(), cases):
+        for method, result in entry["methods"].items():
+            if result.get("status") != "ok":
+                continue
+            marker = "*" if method == ENGINE else "o"
+            ax.scatter(max(result["seconds"], 1e-3), result["dice_mean"], marker=marker,
+                       s=140 if method == ENGINE else 45, label=method)
+            ax.annotate(method, (max(result["seconds"], 1e-3), result["dice_mean"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("seconds (log)")
+        ax.set_ylabel("mean Dice (one-to-one)")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(cases):]:
+        ax.axis("off")
+    fig.suptitle(f"Dice vs seconds — {run['machine']['nproc']} cores, device {run['device']}"
+                 + (" (QUICK run)" if run["quick"] else ""), fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_history(run: dict, path: Path) -> None:
+    """Engine label count (top) and loss (bottom) over iterations, one line per case."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    drawn = False
+    for name, entry in run["cases"].items():
+        history = entry["methods"].get(ENGINE, {}).get("history")
+        if not history:
+            continue
+        its = [h["iteration"] for h in history]
+        top.plot(its, [h["n_labels"] for h in history], label=name)
+        bottom.plot(its, [h["loss"] for h in history], label=name)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return
+    top.set_ylabel("labels in the argmax")
+    top.set_yscale("log")
+    bottom.set_ylabel("loss")
+    bottom.set_xlabel("iteration")
+    top.legend(fontsize=7)
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+    fig.suptitle("Engine fit history" + (" (QUICK run)" if run["quick"] else ""), fontsize=10)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _fmt(value, spec=".3f", empty="–"):
+    return empty if value is None else format(value, spec)
+
+
+def _case_table(entry: dict, gpu: bool) -> list:
+    classes = list(next((r["dice_per_class"] for r in entry["methods"].values() if r.get("status") == "ok"), {}))
+    head = ["method", "mean Dice"] + [f"{c} Dice" for c in classes] + ["seconds", "iterations", "peak RSS MB"]
+    head += ["peak GPU MB"] if gpu else []
+    head += ["notes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, r in entry["methods"].items():
+        if r.get("status") != "ok":
+            lines.append("| " + " | ".join([method] + ["–"] * (len(head) - 2) + [r["status"]]) + " |")
+            continue
+        notes = []
+        if "stop_reason" in r:
+            notes.append(f"stop: {r['stop_reason']}")
+        if "refinement" in r:
+            ref = r["refinement"]
+            notes.append(f"refine (+{ref['added_voxels']} vox of class {ref['class']}): {ref['seconds']:.1f} s = "
+                         f"{ref['time_ratio']:.0%} of first fit, {ref['iterations']} it, Dice {ref['dice']:.3f}")
+        row = [f"**{method}**" if method == ENGINE else method, _fmt(r["dice_mean"])]
+        row += [_fmt(r["dice_per_class"].get(c)) for c in classes]
+        row += [_fmt(r["seconds"], ".1f"), _fmt(r.get("iterations"), "d"), _fmt(r["peak_rss_mb"], ".0f")]
+        row += [_fmt(r.get("peak_gpu_mb"), ".0f")] if gpu else []
+        row += ["; ".join(notes)]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _acceptance(run: dict) -> list:
+    """Lines checking issue 8's targets against this run's figures (only for the cases present)."""
+    lines = []
+
+    def engine_and_best(name, baselines):
+        entry = run["cases"].get(name)
+        if not entry or entry["methods"].get(ENGINE, {}).get("status") != "ok":
+            return None
+        scored = {m: entry["methods"][m]["dice_mean"] for m in baselines if entry["methods"].get(m, {}).get("status") == "ok"}
+        if not scored:
+            return None
+        best = max(scored, key=scored.get)
+        return entry["methods"][ENGINE], best, scored[best]
+
+    classical = ("kmeans", "gmm", "otsu", "atropos")
+    margins = {}
+    for name in ("mni2mm", "mni2mm_noisy"):
+        got = engine_and_best(name, classical)
+        if got:
+            eng, best, dice = got
+            margins[name] = eng["dice_mean"] - dice
+            ok = eng["dice_mean"] > dice and (name != "mni2mm" or eng["seconds"] <= 60)
+            lines.append(f"- {name}: engine {eng['dice_mean']:.3f} in {eng['seconds']:.1f} s vs best classical "
+                         f"{best} {dice:.3f} (margin {margins[name]:+.3f}){' , target <= 60 s' if name == 'mni2mm' else ''}: "
+                         f"{'MET' if ok else 'NOT MET'}")
+    if len(margins) == 2:
+        ok = margins["mni2mm_noisy"] > margins["mni2mm"]
+        lines.append(f"- noisy margin larger than clean margin: {'MET' if ok else 'NOT MET'}")
+    got = engine_and_best("mni1mm_scribbles", ("growcut",))
+    if got:
+        eng, best, dice = got
+        ok = eng["dice_mean"] > dice and eng["seconds"] <= 180 and eng["peak_rss_mb"] <= 4096
+        lines.append(f"- mni1mm_scribbles: engine {eng['dice_mean']:.3f} in {eng['seconds']:.1f} s, peak RSS "
+                     f"{eng['peak_rss_mb']:.0f} MB vs growcut {dice:.3f} (targets: above growcut, <= 180 s, "
+                     f"<= 4096 MB): {'MET' if ok else 'NOT MET'}")
+    for name, entry in run["cases"].items():
+        ref = entry["methods"].get(ENGINE, {}).get("refinement")
+        if ref:
+            lines.append(f"- {name} refinement: {ref['time_ratio']:.0%} of the first fit's time (target <= 15 %): "
+                         f"{'MET' if ref['time_ratio'] <= 0.15 else 'NOT MET'}")
+    return lines
+
+
+def write_results(everything: dict, path: Path) -> None:
+    """RESULTS.md from results.json's runs ({"cpu": run, "cuda": run})."""
+    out = ["# Benchmark results", "",
+           "Generated by `benchmarks/run.py` (see benchmarks/README.md); do not edit by hand — re-run it.",
+           "Dice: clusters matched to tissue classes one-to-one (Hungarian), inside the ROI, same number of",
+           "labels for every method. Seconds: wall time of the segmentation call in its own child process",
+           "(imports and data loading excluded). Peak RSS: the whole child process (VmHWM), so it includes",
+           "the Python interpreter, the libraries and the case's arrays.", ""]
+    for key, title in (("cpu", "CPU"), ("cuda", "GPU")):
+        run = everything.get(key)
+        out += [f"## {title}", ""]
+        if run is None:
+            out += ["Not run yet" + (" (run with `--device cuda` on a machine with a GPU)." if key == "cuda" else "."), ""]
+            continue
+        m = run["machine"]
+        gpu_name = next((r.get("gpu") for e in run["cases"].values() for r in e["methods"].values() if r.get("gpu")), None)
+        out += [f"Command: `{run['command']}`", "",
+                f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM" + (f", GPU {gpu_name}" if gpu_name else "")
+                + f"; Python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+                + f"; {run['threads']} threads per method; {run['date']}", "",
+                f"Engine configuration: `{run['engine_config']}`", ""]
+        if run["quick"]:
+            out += ["**QUICK run (smoke test of the harness): engine iterations cut; not a measurement.**", ""]
+        if run.get("note"):
+            out += [f"**Note:** {run['note']}", ""]
+        checks = _acceptance(run)
+        if checks:
+            out += ["Targets of issue 8 in this run:", ""] + checks + [""]
+        for name, entry in run["cases"].items():
+            out += [f"### {name}", "", entry["description"] + f". Grid {entry['shape']} at {entry['spacing']} mm, "
+                    f"{entry['roi_voxels']} ROI voxels" + (f", {entry['scribbled_voxels']} scribbled" if entry["scribbled_voxels"] else "") + ".", ""]
+            out += _case_table(entry, gpu=key == "cuda") + [""]
+            if (path.parent / f"overlay_{name}.png").exists():
+                out += [f"![{name} overlays](overlay_{name}.png)", ""]
+        for plot in (f"dice_vs_seconds_{key}.png", f"engine_history_{key}.png"):
+            if (path.parent / plot).exists():
+                out += [f"![{plot}]({plot})", ""]
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(out))
+    os.replace(tmp, path)

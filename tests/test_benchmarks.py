@@ -1,0 +1,81 @@
+"""The benchmark harness (benchmarks/): scribble generator, scoring and an end-to-end --quick run."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+from cases import add_scan_artefacts, make_case  # noqa: E402
+from run import score  # noqa: E402
+from scribbles_from_truth import extra_stroke, scribbles_from_truth  # noqa: E402
+
+
+def test_scribbles_are_thin_strokes_inside_their_class(mni_2mm):
+    volume, mask, truth = mni_2mm
+    scribbles = scribbles_from_truth(truth, mask, volume.spacing)
+    marked = scribbles > 0
+    assert set(np.unique(scribbles[marked])) == {1, 2, 3}
+    assert np.array_equal(scribbles[marked], truth[marked])  # every stroke voxel is in its class
+    assert np.flatnonzero(marked.any(axis=(0, 1))).size == 3  # on three axial slices
+    assert marked.sum() < 0.01 * mask.sum()  # strokes, not regions
+    for k in (1, 2, 3):  # 2 mm erosion at 2 mm spacing: the in-plane 3x3 neighbourhood is all class k
+        core = ndi.binary_erosion(truth == k, np.ones((3, 3, 1), bool))
+        assert core[scribbles == k].all()
+    more = extra_stroke(scribbles, truth, mask, volume.spacing, class_id=1)
+    added = (more > 0) & ~marked
+    assert added.any() and set(np.unique(more[added])) == {1}
+    assert np.array_equal(more[marked], scribbles[marked])
+    assert np.flatnonzero(added.any(axis=(0, 1))).size == 1
+
+
+def test_dice_of_truth_is_one_and_of_shuffled_labels_lower(mni_4mm):
+    volume, mask, truth = mni_4mm
+    case = make_case("mni4mm")
+    assert np.array_equal(case.truth, truth) and np.array_equal(case.roi, mask)
+    assert score(case.truth, case)["dice_mean"] == pytest.approx(1.0)
+    renamed = np.where(case.roi, (case.truth % 3) + 1, 0)  # 1->2, 2->3, 3->1: one-to-one matching undoes it
+    assert score(renamed, case)["dice_mean"] == pytest.approx(1.0)
+    shuffled = case.truth.copy()
+    shuffled[case.roi] = np.random.default_rng(0).permutation(case.truth[case.roi])
+    assert score(shuffled, case)["dice_mean"] < 0.6
+
+
+def test_noisy_version_keeps_truth_and_changes_intensities(mni_4mm):
+    volume, mask, truth = mni_4mm
+    image = volume.data[0]
+    noisy = add_scan_artefacts(image, truth)
+    assert noisy.shape == image.shape and np.all(noisy >= 0)  # Rician magnitudes
+    wm = truth == 3
+    relative = np.std(noisy[wm] - image[wm]) / image[wm].mean()
+    assert 0.04 < relative < 0.15  # 5 % noise plus the bias field
+    assert np.array_equal(noisy, add_scan_artefacts(image, truth))  # seeded
+
+
+def test_quick_run_end_to_end(tmp_path):
+    """--quick on 4 mm, engine with 5 iterations, two baselines: results.json, RESULTS.md and plots."""
+    cmd = [sys.executable, str(BENCH / "run.py"), "--quick", "--cases", "mni4mm", "--methods", "engine,kmeans,otsu",
+           "--out", str(tmp_path), "--threads", "1", "--engine-config", "n_clusters=16"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = json.loads((tmp_path / "results.json").read_text())["cpu"]
+    assert run["quick"] and run["engine_config"]["max_iter"] == 5 and run["engine_config"]["n_clusters"] == 16
+    methods = run["cases"]["mni4mm"]["methods"]
+    assert set(methods) == {"engine", "kmeans", "otsu"}
+    assert all(m["status"] == "ok" for m in methods.values())
+    assert methods["engine"]["iterations"] <= 5 and methods["engine"]["config"]["n_labels"] == 3
+    assert len(methods["engine"]["history"]) == methods["engine"]["iterations"]
+    assert methods["kmeans"]["dice_mean"] > 0.8  # intensity clustering of the template is easy
+    assert set(methods["kmeans"]["dice_per_class"]) == {"CSF", "GM", "WM"}
+    for m in methods.values():
+        assert 0 < m["rss_after_loading_mb"] <= m["peak_rss_mb"] < 8000
+    assert methods["engine"]["peak_rss_mb"] > methods["kmeans"]["peak_rss_mb"]  # torch is loaded only there
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "QUICK run" in text and "### mni4mm" in text and "--quick" in text
+    for png in ("overlay_mni4mm.png", "dice_vs_seconds_cpu.png", "engine_history_cpu.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
