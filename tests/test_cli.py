@@ -278,3 +278,19 @@ def test_progress_bar_only_on_a_terminal_outside_ci(monkeypatch):
     assert not Reporter("none").use_bar and not Reporter("json").use_bar
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     assert not Reporter("bar").use_bar
+
+
+def test_sequence_folder_of_frames_gives_one_label_file_per_frame(tmp_path, capsys):
+    from PIL import Image
+    from skimage import data
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    camera = data.camera()[::8, ::8]  # (64, 64)
+    for t in range(3):
+        Image.fromarray(np.roll(camera, 2 * t, axis=1)).save(frames / f"frame{t:02d}.png")
+    out = tmp_path / "out"
+    assert main(["segment", "--sequence", str(frames), "-o", str(out), "--max-iter", "3", "--progress", "none"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"frame{t:02d}_labels.png" for t in range(3)]
+    assert np.asarray(Image.open(out / "frame02_labels.png")).shape == (64, 64)
+    capsys.readouterr()

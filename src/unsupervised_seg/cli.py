@@ -232,9 +232,11 @@ class Job:
 def _output_format(args, image: Path, output_file: Optional[Path]) -> str:
     if output_file is not None:
         named = format_from_path(output_file)
-        if args.format and named != args.format:
-            raise InputError(f"output name does not end in {FORMAT_EXTENSIONS[args.format]} "
-                             f"as --format {args.format} needs", output_file)
+        if args.format and named not in (None, args.format):
+            raise InputError(f"output name ends in {split_name(output_file)[1]}, which is not --format "
+                             f"{args.format} ({FORMAT_EXTENSIONS[args.format]})", output_file)
+        if args.format:
+            return args.format  # e.g. DICOM files without extension
         if named is None:
             raise InputError(f"cannot tell the output format from the name (use one of "
                              f"{', '.join(FORMAT_EXTENSIONS.values())} or --format)", output_file)
@@ -276,6 +278,8 @@ def _segmenter(args, overrides: dict):
 
 def _run_job(job: Job, args, overrides: dict, class_names: Dict[int, str], reporter: Reporter) -> None:
     volume = load_volume(job.image, series_uid=args.series_uid)
+    if job.output.resolve() in {Path(p).resolve() for p in volume.meta.get("dicom_files", [])}:
+        raise InputError("output would replace a file of the input DICOM series", job.output)
     scribbles, names = None, {}
     if job.scribbles is not None:
         scribbles, names = load_scribbles(job.scribbles, volume, args.reference_scribbles)
