@@ -7,8 +7,6 @@ The bundle configs only wire these objects together; the method itself is the en
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -22,27 +20,19 @@ from monai.inferers import Inferer
 
 from .config import SegmentationConfig
 from .errors import InputError
+from .io.atomic import atomic_output
+from .io.paths import NIFTI_EXTENSIONS, is_companion, split_name
 from .scribbles import validate_scribbles
 from .segmenter import Segmenter
 from .volume import Volume, normalise_intensity, validate_mask, validate_volume
 
 log = logging.getLogger(__name__)
 
-NIFTI_EXTENSIONS = (".nii.gz", ".nii")
-
-
-def _stem(path: Path) -> str:
-    """File name without its NIfTI extension."""
-    for ext in NIFTI_EXTENSIONS:
-        if path.name.endswith(ext):
-            return path.name[: -len(ext)]
-    return path.stem
-
 
 def _beside(image: Path, suffix: str) -> Optional[str]:
     """``<stem><suffix>.nii.gz`` (or .nii) next to ``image``, if it exists."""
     for ext in NIFTI_EXTENSIONS:
-        candidate = image.with_name(_stem(image) + suffix + ext)
+        candidate = image.with_name(split_name(image)[0] + suffix + ext)
         if candidate.is_file():
             return str(candidate)
     return None
@@ -54,15 +44,16 @@ def nifti_datalist(dataset_dir, scribble_suffix: str = "_scribbles", mask_suffix
 
     Item keys: "image", plus "scribbles" when ``<stem><scribble_suffix>.nii[.gz]`` exists beside it
     and "mask" (ROI) when ``<stem><mask_suffix>.nii[.gz]`` does. Scribble, mask and earlier output
-    files (``<stem>_<output_postfix>``) are not images themselves.
+    files (``<stem>_<output_postfix>``), and the command line's companion files (see io.paths), are not
+    images themselves.
     """
     folder = Path(dataset_dir)
     if not folder.is_dir():
         raise InputError("dataset_dir is not a folder", folder)
     not_images = tuple(s for s in (scribble_suffix, mask_suffix, f"_{output_postfix}" if output_postfix else "") if s)
     items = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(NIFTI_EXTENSIONS)):
-        if _stem(path).endswith(not_images):
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and split_name(p)[1] in NIFTI_EXTENSIONS):
+        if is_companion(path) or split_name(path)[0].endswith(not_images):
             continue
         item = {"image": str(path)}
         for key, suffix in (("scribbles", scribble_suffix), ("mask", mask_suffix)):
@@ -150,6 +141,14 @@ def to_volume(image: torch.Tensor, affine, source: str) -> Volume:
     return Volume(data, spacing, affine, source=source)
 
 
+def _rank_prefix() -> str:
+    """"[rank r/n] " in a distributed run, else ""."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return f"[rank {dist.get_rank()}/{dist.get_world_size()}] "
+    return ""
+
+
 def progress_logger(source: str, every: int) -> Callable[[dict], None]:
     """An engine progress callback that logs every ``every``-th optimisation step."""
     def report(event: dict) -> None:
@@ -157,22 +156,6 @@ def progress_logger(source: str, every: int) -> Callable[[dict], None]:
             log.info("%s: iteration %d/%d, %d labels, loss %.4f", source, event["iteration"], event["max_iter"],
                      event["n_labels"], event["loss"])
     return report
-
-
-def _replace_atomically(write: Callable[[str], None], target: Path, suffix: str) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it to ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _item_array(batch, index: int) -> Optional[np.ndarray]:
@@ -223,13 +206,15 @@ class TestTimeClusteringInferer(Inferer):
             volume = to_volume(inputs[b], affine, source)
             roi = _item_array(mask, b)
             if self.model_path:
+                if scribbles is not None:
+                    log.warning("%s: scribbles are ignored in reference mode (model_path is set)", source)
                 result = self._predictor().predict(volume, roi)
             else:
                 with torch.enable_grad():  # evaluators call inferers under torch.no_grad()
                     result = Segmenter(self.config).fit(volume, _item_array(scribbles, b), roi,
                                                         progress=progress_logger(source, self.log_every))
-            log.info("%s: %d labels, %d iterations (%s), %.1f s on %s", source, result.n_labels, result.iterations,
-                     result.stop_reason, result.seconds, result.device)
+            log.info("%s%s: %d labels, %d iterations (%s), %.1f s on %s", _rank_prefix(), source, result.n_labels,
+                     result.iterations, result.stop_reason, result.seconds, result.device)
             outputs.append(torch.from_numpy(result.labels)[None])
         labels = MetaTensor(torch.stack(outputs).to(inputs.device))
         if isinstance(inputs, MetaTensor):
@@ -262,7 +247,8 @@ class ReferenceTrainer:
         log.info("reference mode: training one network on %d volumes", len(volumes))
         segmenter = Segmenter(self.config)
         history = segmenter.fit_reference(volumes, masks, progress=progress_logger("reference set", self.log_every))
-        _replace_atomically(segmenter.save, self.model_path, ".pt")
+        with atomic_output(self.model_path) as tmp:
+            segmenter.save(tmp)
         log.info("saved %s after %d iterations", self.model_path, len(history))
         return history
 
@@ -271,7 +257,5 @@ class AtomicNibabelWriter(NibabelWriter):
     """NibabelWriter that writes to a temporary file beside the target and renames it (no partial outputs)."""
 
     def write(self, filename, verbose: bool = False, **obj_kwargs):
-        target = Path(filename)
-        ext = next((e for e in NIFTI_EXTENSIONS if target.name.endswith(e)), target.suffix)
-        _replace_atomically(lambda tmp: super(AtomicNibabelWriter, self).write(tmp, verbose=verbose, **obj_kwargs),
-                            target, ext)
+        with atomic_output(filename) as tmp:
+            super().write(tmp, verbose=verbose, **obj_kwargs)
