@@ -164,7 +164,3 @@ def write_mni_series(folder, step: int = 2, slab: Optional[Sequence[int]] = None
     paths = write_series(folder, values, affine_lps, rescale=(0.25, 10.0), **kw)
     return paths, values, affine_lps
 
-
-def read_headers(paths) -> List[pydicom.Dataset]:
-    """Datasets of ``paths`` without pixel data (for editing test series)."""
-    return [pydicom.dcmread(p) for p in paths]

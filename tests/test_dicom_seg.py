@@ -1,6 +1,7 @@
 """DICOM SEG writer: round trip through highdicom and pydicom, engine output, dciodvfy, bad input."""
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -13,6 +14,7 @@ from unsupervised_seg.io.dicom import read_dicom_series
 from unsupervised_seg.io.dicom_seg import write_dicom_seg
 
 CLUSTER_ANALYSIS = codes.cid7162.ClusterAnalysis
+PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
 
 @pytest.fixture(scope="module")
@@ -135,20 +137,33 @@ def test_multiframe_source_round_trip(slab, tmp_path):
     assert int(source.ReferencedFrameNumber) >= 1
 
 
-def test_dciodvfy_accepts_the_seg_and_the_source(slab, tmp_path):
+def dciodvfy_report(path) -> str:
+    """dciodvfy's output for ``path``, printed (run pytest -s to see the warnings); skips if it is not installed."""
     dciodvfy = shutil.which("dciodvfy")
     if dciodvfy is None:
         pytest.skip("dciodvfy not on PATH: install Debian's dicom3tools (apt-get install dicom3tools) to validate")
-    folder, volume = slab
-    labels = threshold_labels(volume)
+    run = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
+    report = (run.stdout + run.stderr).strip()
+    print(f"dciodvfy {path}:\n{report}")
+    return report
+
+
+@pytest.mark.parametrize("source", ["mni", "pydicom_ct"])
+def test_dciodvfy_finds_no_error(source, slab, tmp_path):
+    if source == "mni":
+        volume = slab[1]
+    else:  # a real scanner's headers: pydicom's bundled 5-slice CT series
+        volume = read_dicom_series(shutil.copytree(PYDICOM_FILES / "dicomdirtests" / "98892001" / "CT5N",
+                                                   tmp_path / "ct"))
+    labels = threshold_labels(volume) if source == "mni" else (volume.data[0] > -300).astype(np.int32) * 2
     out = write_dicom_seg(labels, volume, tmp_path / "seg.dcm", class_names={1: "dark"})
-    for path in (out, volume.meta["dicom_files"][0]):
-        run = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
-        report = (run.stdout + run.stderr).strip()
-        print(f"dciodvfy {path}:\n{report}")
+    check_seg(out, volume, labels, {1: "dark"}, "AUTOMATIC")
+    paths = [out] + ([volume.meta["dicom_files"][0]] if source == "mni" else [])  # our fixture's MR slices too
+    for path in paths:
+        report = dciodvfy_report(path)
         errors = [line for line in report.splitlines() if line.startswith("Error")]
         assert not errors, "\n".join(errors)
-        assert report.splitlines()[0] in ("Segmentation", "MRImage")
+        assert report.splitlines()[0] == ("Segmentation" if path == out else "MRImage")
 
 
 # ---- bad input: InputError and nothing written -------------------------------------------------------------------

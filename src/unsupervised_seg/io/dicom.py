@@ -137,6 +137,9 @@ def _describe_series(series: Dict[str, List[tuple]]) -> str:
 def _geometry(path: Path, ds: pydicom.Dataset):
     """(position (3,), orientation (6,), pixel spacing (2,)) of a single-frame image, floats."""
     missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing") if k not in ds]
+    if missing and "PerFrameFunctionalGroupsSequence" in ds:
+        raise InputError("a series of one-frame enhanced images is not supported (only a series of single-frame "
+                         "images or one multi-frame image)", path)
     if missing:
         raise InputError(f"image has no {', '.join(missing)}: cannot place it in a 3D volume", path)
     try:
