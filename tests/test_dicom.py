@@ -228,19 +228,23 @@ def test_truncated_header_is_named(mni_series, tmp_path):
     assert err.value.path == str(victim) and "corrupt DICOM file" in err.value.problem
 
 
-def test_undecodable_transfer_syntax(mni_series, tmp_path):
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.70"], ids=["MPEG2", "JPEG-LL"])
+def test_undecodable_pixel_data_is_one_line_naming_file_and_syntax(syntax, mni_series, tmp_path):
+    """MPEG2 video has no decoder at all; JPEG Lossless SV1 needs pylibjpeg-libjpeg or gdcm, else this error."""
     from pydicom.encaps import encapsulate
 
     folder, paths, _, _ = mni_series
-    work = copy_series(paths[:4], tmp_path / "mpeg")
+    work = copy_series(paths[:4], tmp_path / "compressed")
     victim = work / paths[1].name
     ds = pydicom.dcmread(victim)
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 video: no pixel decoder for it
-    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 60])
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([b"\xff\xd8\x00\x00\x01\xb3" + b"\x00" * 60])  # not a decodable stream
     ds.save_as(victim)
     with pytest.raises(InputError) as err:
         read_dicom_series(work)
-    assert err.value.path == str(victim) and "transfer syntax MPEG2" in err.value.problem
+    name = pydicom.uid.UID(syntax).name
+    assert err.value.path == str(victim) and f"cannot read pixel data (transfer syntax {name})" in err.value.problem
+    assert "\n" not in str(err.value)
 
 
 def test_folder_without_dicom(tmp_path):

@@ -122,7 +122,7 @@ def _read_header(path: Path) -> Optional[pydicom.Dataset]:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as err:
-        raise InputError(f"corrupt DICOM file: {err}", path) from None
+        raise InputError(f"corrupt DICOM file: {_one_line(err)}", path) from None
 
 
 def _describe_series(series: Dict[str, List[tuple]]) -> str:
@@ -223,13 +223,13 @@ def _decode(path: Path) -> np.ndarray:
     try:
         ds = pydicom.dcmread(path, force=True)
     except Exception as err:  # the header was readable a moment ago: truncated or changed file
-        raise InputError(f"corrupt DICOM file: {err}", path) from None
+        raise InputError(f"corrupt DICOM file: {_one_line(err)}", path) from None
     try:
         pixels = ds.pixel_array
     except Exception as err:  # pydicom raises many types for missing decoders and bad pixel data
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         name = getattr(syntax, "name", None) or "unknown"
-        raise InputError(f"cannot read pixel data (transfer syntax {name}): {err}", path) from None
+        raise InputError(f"cannot read pixel data (transfer syntax {name}): {_one_line(err)}", path) from None
     if pixels.ndim != 2:
         raise InputError(f"expected a greyscale image, got pixel array of shape {pixels.shape} "
                          f"({ds.get('PhotometricInterpretation', '?')})", path)
@@ -245,7 +245,7 @@ def _read_multiframe(path: Path, header: pydicom.Dataset) -> Volume:
         image = hd.Image.from_dataset(ds, copy=False)
         hd_volume = image.get_volume(dtype=np.float32, apply_modality_transform=True)
     except Exception as err:  # highdicom/pydicom: geometry not a volume, undecodable frames, ...
-        raise InputError(f"cannot read the multi-frame image as a 3D volume: {err}", path) from None
+        raise InputError(f"cannot read the multi-frame image as a 3D volume: {_one_line(err)}", path) from None
     if hd_volume.spatial_shape[0] < 2:
         raise InputError("the multi-frame image has a single slice: a 3D volume needs at least two", path)
     array = np.asarray(hd_volume.array, dtype=np.float32)
@@ -261,3 +261,8 @@ def _read_multiframe(path: Path, header: pydicom.Dataset) -> Volume:
         del ds.PixelData
     return Volume(array[None], tuple(float(s) for s in hd_volume.spacing), LPS_TO_RAS @ affine_lps,
                   meta={"dicom_datasets": [ds], "dicom_files": [str(path)]})
+
+
+def _one_line(err: Exception) -> str:
+    """An exception's message on one line (pydicom lists missing decoder plugins on several)."""
+    return " ".join(str(err).split())
