@@ -286,3 +286,27 @@ def test_invalid_companions_are_skipped_with_their_name(mni_4mm, tmp_path):
         ("bad_mask.nii.gz", True), ("flat.nii.gz", True)]
     with pytest.raises(InputError, match="none of the 2 images"):
         ValidatedDataset(items[1:])
+
+
+def test_inferer_segments_each_batch_item_under_no_grad(mni_4mm):
+    import torch
+    from monai.data import MetaTensor
+
+    from unsupervised_seg.bundle import TestTimeClusteringInferer
+
+    volume, mask, _ = mni_4mm
+    crops = [(slice(4, 20), slice(6, 26), slice(6, 22)), (slice(5, 21), slice(7, 27), slice(7, 23))]
+    images = np.stack([volume.data[(slice(None),) + c] for c in crops]).astype(np.float32)  # (2, 1, 16, 20, 16)
+    masks = np.stack([mask[c][None] for c in crops]).astype(np.float32)
+    affine = volume.affine.copy()
+    inputs = MetaTensor(torch.from_numpy(images), meta={"filename_or_obj": ["a.nii.gz", "b.nii.gz"]})
+    inputs.affine = torch.from_numpy(np.stack([affine, affine]))
+    inputs.is_batch = True
+    config = SegmentationConfig(max_iter=3, device="cpu")
+    with torch.no_grad():  # as SupervisedEvaluator calls it
+        labels = TestTimeClusteringInferer(config)(inputs, None, mask=torch.from_numpy(masks))
+    assert labels.shape == (2, 1, 16, 20, 16)
+    assert labels.meta["filename_or_obj"] == ["a.nii.gz", "b.nii.gz"]
+    for b in range(2):
+        expected = segment(Volume(images[b], volume.spacing, affine), mask=masks[b, 0] > 0, config=config).labels
+        np.testing.assert_array_equal(labels[b, 0].numpy(), expected)

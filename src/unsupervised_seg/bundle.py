@@ -134,8 +134,13 @@ class PrepareBatchOptionalInput(PrepareBatchExtraInput):
 
 
 def to_volume(image: torch.Tensor, affine, source: str) -> Volume:
-    """One batch item (C, *spatial) with its 4x4 affine -> engine Volume (spacing from the affine)."""
+    """One batch item (C, *spatial) with its affine (or None: 1 mm voxels) -> engine Volume.
+
+    The spacing is taken from the affine, per spatial axis in array order.
+    """
     data = image.detach().cpu().numpy()
+    if affine is None:
+        return Volume(data, source=source)
     affine = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
     spacing = tuple(float(s) for s in affine_to_spacing(affine, r=data.ndim - 1))
     return Volume(data, spacing, affine, source=source)
@@ -178,6 +183,8 @@ class TestTimeClusteringInferer(Inferer):
     With ``model_path`` (reference mode) a saved Segmenter is applied with ``predict``: no optimisation.
     """
 
+    __test__ = False  # not a pytest test class despite its name
+
     def __init__(self, config: Optional[SegmentationConfig] = None, model_path: Optional[str] = None,
                  log_every: int = 100):
         super().__init__()
@@ -201,7 +208,7 @@ class TestTimeClusteringInferer(Inferer):
         names = inputs.meta.get("filename_or_obj") if isinstance(inputs, MetaTensor) else None
         outputs = []
         for b in range(inputs.shape[0]):
-            affine = np.eye(inputs.ndim - 1) if affines is None else (affines[b] if affines.ndim == 3 else affines)
+            affine = None if affines is None else (affines[b] if affines.ndim == 3 else affines)
             source = str(names[b] if isinstance(names, (list, tuple)) else names or f"batch item {b}")
             volume = to_volume(inputs[b], affine, source)
             roi = _item_array(mask, b)
