@@ -558,10 +558,9 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
             raise ValueError("Refine continues a previous run: press Apply first (same volumes and detail).")
 
         folder = Path(slicer.util.tempDirectory(key="UnsupervisedSeg"))
-        files = support.RunFiles(folder, len(volumes))
+        files = support.RunFiles(folder)
         try:
-            for volume, path in zip(volumes, files.inputs):
-                self._writeVolume(volume, path)
+            self._writeInput(support, volumes, files.input)
             classNames, classColors, scribblePath = {}, {}, None
             if scribbleSegmentation:
                 exclude = roiSegmentID if roiNode is scribbleSegmentation else None
@@ -569,7 +568,7 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
                     support, scribbleSegmentation, inputVolume, files.scribbles, exclude)
             maskPath = self._exportRoi(roiNode, roiSegmentID, inputVolume, files.mask) if roiNode else None
             command = support.build_command(
-                files.inputs, scribblePath, files.output, parameters.for_refine() if refine else parameters,
+                files.input, scribblePath, files.output, parameters.for_refine() if refine else parameters,
                 model_in=Path(self._modelFolder) / "model.pt" if refine else None, model_out=files.model,
                 python_executable=self.pythonExecutable(), mask_path=maskPath, class_names=classNames)
         except Exception:
@@ -650,6 +649,30 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
                                  f"{reference.GetName()} as reference).")
 
     @staticmethod
+    def _removeTemporary(node) -> None:
+        """Remove a node this module created for an export, with its display node."""
+        displayNode = node.GetDisplayNode() if hasattr(node, "GetDisplayNode") else None
+        if displayNode:
+            slicer.mrmlScene.RemoveNode(displayNode)
+        slicer.mrmlScene.RemoveNode(node)
+
+    def _writeInput(self, support, volumes, path) -> None:
+        """The input volume as NRRD; with extra channels, one vector NRRD (one component per volume)."""
+        if len(volumes) == 1:
+            self._writeVolume(volumes[0], path)
+            return
+        matrix = vtk.vtkMatrix4x4()
+        volumes[0].GetIJKToRASMatrix(matrix)
+        channels = support.stack_channels([slicer.util.arrayFromVolume(v) for v in volumes])
+        vectorNode = slicer.util.addVolumeFromArray(channels, ijkToRAS=slicer.util.arrayFromVTKMatrix(matrix),
+                                                    name="UnsupervisedSeg channels",
+                                                    nodeClassName="vtkMRMLVectorVolumeNode")
+        try:
+            self._writeVolume(vectorNode, path)
+        finally:
+            self._removeTemporary(vectorNode)
+
+    @staticmethod
     def _writeVolume(volumeNode, path) -> None:
         storageNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
         try:
@@ -669,7 +692,7 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
             ids.InsertNextValue(segmentID)
         if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
                 segmentationNode, ids, labelmapNode, referenceVolume):
-            slicer.mrmlScene.RemoveNode(labelmapNode)
+            UnsupervisedSegLogic._removeTemporary(labelmapNode)
             raise RuntimeError(f"Could not export the segments of {segmentationNode.GetName()}")
         return labelmapNode
 
@@ -689,7 +712,7 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
             slicer.util.updateVolumeFromArray(labelmapNode, labels)
             self._writeVolume(labelmapNode, path)
         finally:
-            slicer.mrmlScene.RemoveNode(labelmapNode)
+            self._removeTemporary(labelmapNode)
         return names, colors, path
 
     def _exportRoi(self, roiNode, roiSegmentID, referenceVolume, path):
@@ -714,10 +737,10 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
                                      f"{referenceVolume.GetName()}.")
                 self._writeVolume(labelmapNode, path)
             finally:
-                slicer.mrmlScene.RemoveNode(labelmapNode)
+                self._removeTemporary(labelmapNode)
         finally:
             if temporary:
-                slicer.mrmlScene.RemoveNode(temporary)
+                self._removeTemporary(temporary)
         return path
 
     def _loadResult(self, task) -> None:

@@ -26,9 +26,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # Environment of the engine process: unbuffered UTF-8 output, so progress lines arrive as they are printed.
 ENGINE_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
 
-# Fractions of the progress bar: fitting fills it up to FIT_END, prediction up to PREDICT_END,
-# the end of the run ("done") to DONE, the written result to 1.
-FIT_END, PREDICT_END, DONE = 0.90, 0.96, 0.98
+# Fractions of the progress bar: fitting fills it up to FIT_END (prediction starts there), the end
+# of the run ("done") sets DONE, the written result 1.
+FIT_END, DONE = 0.90, 0.97
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,28 +154,26 @@ def class_names_json(class_names: Mapping[int, str]) -> str:
     return json.dumps({str(int(k)): str(v) for k, v in sorted(class_names.items())}, ensure_ascii=False)
 
 
-def build_command(input_paths: Sequence, scribble_path, output_path, params: RunParameters,
-                  model_in=None, model_out=None, python_executable: Optional[str] = None,
-                  mask_path=None, class_names: Optional[Mapping[int, str]] = None) -> List[str]:
+def build_command(input_path, scribble_path, output_path, params: RunParameters, model_in=None, model_out=None,
+                  python_executable: Optional[str] = None, mask_path=None,
+                  class_names: Optional[Mapping[int, str]] = None) -> List[str]:
     """The engine command line the module runs in its background process.
 
-    ``python -m unsupervised_seg segment IN... -o OUT --format seg.nrrd --progress json ...``;
-    the input volumes are the channels of one image (the first is the reference grid).
-    ``model_in`` warm-starts the fit from a saved model (Refine), with ``params.max_iter``
-    iterations; the number of clusters then comes from that model, so ``--clusters`` is left out.
-    ``model_out`` saves the fitted model for a later Refine.
+    ``python -m unsupervised_seg segment IN -o OUT --format seg.nrrd --progress json ...`` with one
+    input file: extra channels travel as the vector components of that file (several IN arguments
+    would be a batch for the command line). ``model_in`` warm-starts the fit from a saved model
+    (Refine) for ``params.max_iter`` iterations; the number of clusters is then the model's, so
+    ``--clusters`` is left out. ``model_out`` saves the fitted model for a later Refine.
+    Raises ValueError when ``params`` cannot run (see RunParameters.problems).
     """
-    if not input_paths:
-        raise ValueError("at least one input volume is needed")
     problems = params.problems(len(class_names or {}))
     if problems:
         raise ValueError("; ".join(problems))
     import sys
 
-    command = [python_executable or sys.executable, "-m", "unsupervised_seg", "segment",
-               *[str(p) for p in input_paths], "-o", str(output_path), "--format", "seg.nrrd",
-               "--progress", "json", "--max-iter", str(params.max_iter), "--device", params.device,
-               "--seed", str(params.seed)]
+    command = [python_executable or sys.executable, "-m", "unsupervised_seg", "segment", str(input_path),
+               "-o", str(output_path), "--format", "seg.nrrd", "--progress", "json",
+               "--max-iter", str(params.max_iter), "--device", params.device, "--seed", str(params.seed)]
     if model_in is None:
         command += ["--clusters", str(params.n_clusters)]
     else:
@@ -195,14 +193,13 @@ def build_command(input_paths: Sequence, scribble_path, output_path, params: Run
 
 @dataclass(frozen=True)
 class RunFiles:
-    """Where one run keeps its files inside its temporary folder."""
+    """Where one run keeps its files inside its own temporary folder."""
 
     folder: Path
-    n_inputs: int = 1
 
     @property
-    def inputs(self) -> List[Path]:
-        return [self.folder / f"input-{i}.nrrd" for i in range(self.n_inputs)]
+    def input(self) -> Path:
+        return self.folder / "input.nrrd"
 
     @property
     def scribbles(self) -> Path:
@@ -219,6 +216,18 @@ class RunFiles:
     @property
     def model(self) -> Path:
         return self.folder / "model.pt"
+
+
+def stack_channels(arrays: Sequence):
+    """One (K, J, I, C) float32 array from C volumes' (K, J, I) arrays on one grid: the input
+    volume first, then the extra channels (written as one vector NRRD, read back as channels)."""
+    import numpy as np
+
+    arrays = [np.asarray(a) for a in arrays]
+    shapes = {a.shape for a in arrays}
+    if not arrays or len(shapes) != 1 or arrays[0].ndim != 3:
+        raise ValueError(f"channels must be 3D arrays of one shape, got {[a.shape for a in arrays]}")
+    return np.stack(arrays, axis=-1).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,10 +269,7 @@ def progress_fraction(event: Mapping) -> Optional[float]:
         ratio = _ratio(event.get("iteration"), event.get("max_iter"))
         return FIT_END * (ratio or 0.0)
     if stage == "predict":
-        ratio = None
-        for done, total in (("step", "steps"), ("window", "windows"), ("done", "total")):
-            ratio = ratio if ratio is not None else _ratio(event.get(done), event.get(total))
-        return FIT_END + (PREDICT_END - FIT_END) * (ratio or 0.0)
+        return FIT_END
     if stage == "done":
         return DONE
     if stage == "written":
@@ -324,6 +330,8 @@ class RunMonitor:
             self.status = self._done_status(event)
         elif stage == "written":
             self.written = event.get("path")
+            if event.get("n_labels") is not None:
+                self.status = self._done_status(event)
         elif stage == "error":
             self.error = event
             self.status = "Failed: " + self._error_text(event)
@@ -346,11 +354,16 @@ class RunMonitor:
         return ", ".join(parts)
 
     def _done_status(self, event: Mapping) -> str:
+        """"K labels after N iterations (why it stopped), time[ on device]" from a "done" event
+        or the summary a "written" event carries."""
         reasons = {"min_labels": "reached the minimum number of labels", "converged": "converged",
                    "max_iter": "used all iterations", "predict": "predicted with the saved model"}
         reason = reasons.get(event.get("stop_reason"), event.get("stop_reason") or "finished")
-        return (f"{event.get('n_labels', '?')} labels after {event.get('iteration', '?')} iterations "
-                f"({reason}), {_duration(self._clock() - self.start)}")
+        iterations = event.get("iterations", event.get("iteration", "?"))
+        seconds = event.get("seconds")
+        elapsed = _duration(seconds if isinstance(seconds, (int, float)) else self._clock() - self.start)
+        device = f" on {event['device']}" if event.get("device") else ""
+        return f"{event.get('n_labels', '?')} labels after {iterations} iterations ({reason}), {elapsed}{device}"
 
     @staticmethod
     def _error_text(event: Mapping) -> str:
