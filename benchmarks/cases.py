@@ -6,8 +6,9 @@ Case names follow ``{dataset}{resolution}mm[_noisy][_scribbles]``:
   from nilearn; 4 mm is every second voxel of 2 mm (for smoke tests).
 - dataset ``colin`` (held out, never used for tuning): Colin27 ("ch2bet", brain-extracted single-subject
   T1, 1 mm) from the Debian package ``mricron-data`` (apt-get install mricron-data). Its truth is
-  THRESHOLD-DERIVED, not anatomical: a 3x3x3 median-filtered copy split at the two valleys of its
-  in-brain intensity histogram (CSF | GM | WM). It measures agreement with a denoised intensity split.
+  THRESHOLD-DERIVED, not anatomical: the 1 mm image after a 3x3x3 median filter, split at the two
+  valleys of its in-brain intensity histogram (CSF | GM | WM); at 2 mm the majority class of each
+  2x2x2 block. It measures agreement with a denoised intensity split.
 - ``_noisy``: a "realistic scan": smooth multiplicative bias field (total range BIAS_RANGE around 1,
   like BrainWeb's 20 % INU) and Rician noise with sigma = NOISE_FRACTION of the white-matter mean,
   both seeded; the truth is unchanged.

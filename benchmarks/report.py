@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 ENGINE = "engine"
+METHOD_COLOURS = {"engine": "#d62728", "kmeans": "#1f77b4", "gmm": "#ff7f0e", "otsu": "#2ca02c",
+                  "atropos": "#9467bd", "growcut": "#8c564b", "random_walker": "#e377c2"}
 LABEL_COLOURS = ["#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
@@ -88,6 +90,8 @@ def plot_overlay(case, labels: dict, entry: dict, path: Path) -> None:
 def plot_dice_vs_seconds(run: dict, path: Path) -> None:
     """One panel per case: mean Dice against seconds (log scale) for every method."""
     plt = _pyplot()
+    from matplotlib.ticker import NullFormatter
+
     cases = list(run["cases"].items())
     if not cases:
         return
@@ -100,10 +104,11 @@ def plot_dice_vs_seconds(run: dict, path: Path) -> None:
                 continue
             marker = "*" if method == ENGINE else "o"
             ax.scatter(max(result["seconds"], 1e-3), result["dice_mean"], marker=marker,
-                       s=140 if method == ENGINE else 45, label=method)
+                       s=140 if method == ENGINE else 45, color=METHOD_COLOURS.get(method, "grey"))
             ax.annotate(method, (max(result["seconds"], 1e-3), result["dice_mean"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("seconds (log)")
         ax.set_ylabel("mean Dice (one-to-one)")
@@ -168,7 +173,7 @@ def _case_table(entry: dict, gpu: bool) -> list:
                          f"{ref['time_ratio']:.0%} of first fit, {ref['iterations']} it, Dice {ref['dice']:.3f}")
         row = [f"**{method}**" if method == ENGINE else method, _fmt(r["dice_mean"])]
         row += [_fmt(r["dice_per_class"].get(c)) for c in classes]
-        row += [_fmt(r["seconds"], ".1f"), _fmt(r.get("iterations"), "d"), _fmt(r["peak_rss_mb"], ".0f")]
+        row += [_fmt(r["seconds"], ".2f"), _fmt(r.get("iterations"), "d"), _fmt(r["peak_rss_mb"], ".0f")]
         row += [_fmt(r.get("peak_gpu_mb"), ".0f")] if gpu else []
         row += ["; ".join(notes)]
         lines.append("| " + " | ".join(row) + " |")
