@@ -5,7 +5,7 @@ background process (``python -m unsupervised_seg segment ...``); everything that
 call (the command line, progress parsing, segment names and colours, scribble label maps, what to
 install) lives in ``unsupervised_seg.slicer_support`` and is tested outside Slicer.
 """
-import importlib
+import importlib.util
 import logging
 import os
 import queue
@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Annotated, Union
 
+import numpy as np
 import qt
 import slicer
 import vtk
@@ -321,15 +322,19 @@ class _BackgroundRun:
         self._timer = None
         self.process = slicer.util.launchConsoleProcess(command, updateEnvironment=environment)
 
-    def _read(self) -> None:
-        stream = self.process.stdout
+    def _outputLines(self):
+        """The process's output lines until it closes them (undecodable lines are skipped)."""
         while True:
             try:
-                line = stream.readline()
+                line = self.process.stdout.readline()
             except UnicodeDecodeError:
                 continue
             if not line:
-                break
+                return
+            yield line
+
+    def _read(self) -> None:
+        for line in self._outputLines():
             self._lines.put(line)
         self.process.wait()
         self._lines.put(None)
@@ -363,7 +368,7 @@ class _BackgroundRun:
 
     def wait(self, onLines) -> int:
         """Block until the process ends (the GUI still repaints); returns its exit code."""
-        for line in iter(self.process.stdout.readline, ""):
+        for line in self._outputLines():
             onLines([line])
             slicer.app.processEvents()
         return self.process.wait()
@@ -430,9 +435,9 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
     def engineInstalled() -> bool:
         """Whether the engine and its dependencies import, at MINIMUM_ENGINE_VERSION or later."""
         try:
-            import unsupervised_seg  # noqa: F401  (imports torch and MONAI)
-            from unsupervised_seg import slicer_support
             from importlib import metadata
+
+            from unsupervised_seg import slicer_support  # the package imports torch and MONAI
             return slicer_support.version_at_least(metadata.version(ENGINE_DISTRIBUTION), MINIMUM_ENGINE_VERSION)
         except Exception:
             return False
@@ -478,7 +483,6 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
         return True
 
     def _installTorch(self, support) -> None:
-        from importlib import metadata
         requirement = f">={support.MINIMUM_TORCH_VERSION}"
         try:
             import PyTorchUtils
@@ -797,7 +801,7 @@ class UnsupervisedSegTest(ScriptedLoadableModuleTest):
     there, tests/test_slicer_support.py runs the same engine command line outside Slicer.
     """
 
-    TISSUES = [(1, "CSF", (0.2, 0.4, 1.0)), (2, "grey matter", (0.9, 0.5, 0.3)), (3, "white matter", (1.0, 1.0, 0.8))]
+    GREY, WHITE, CSF = ("grey matter", (0.9, 0.5, 0.3)), ("white matter", (1.0, 1.0, 0.8)), ("CSF", (0.2, 0.4, 1.0))
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -807,10 +811,10 @@ class UnsupervisedSegTest(ScriptedLoadableModuleTest):
         self.test_ScribblesToSegments()
 
     def _sampleVolume(self):
-        """The engine's bundled MNI152 T1 at 4 mm as a volume node, with its tissue labels and
-        brain mask as (I, J, K) arrays. No download: the sample ships inside the engine."""
+        """The engine's bundled MNI152 T1 at 4 mm as a volume node, with its tissue labels
+        (1 CSF, 2 grey matter, 3 white matter) and brain mask as (I, J, K) arrays. No download:
+        the sample ships inside the engine."""
         import nibabel
-        import numpy as np
         from unsupervised_seg import sample
 
         every2 = (slice(None, None, 2),) * 3
@@ -823,9 +827,25 @@ class UnsupervisedSegTest(ScriptedLoadableModuleTest):
         volume = slicer.util.addVolumeFromArray(image.transpose(2, 1, 0), ijkToRAS=ijkToRAS, name="MNI152 T1")
         return volume, tissues, brain, ijkToRAS
 
-    def test_ScribblesToSegments(self):
-        import numpy as np
+    @staticmethod
+    def _strokesInside(tissues, value):
+        """Strokes as a user paints them: the interior of a tissue (in-plane neighbours share its
+        label) on the axial slice where that interior is largest. (I, J, K) bool."""
+        from scipy import ndimage
 
+        interiors = [ndimage.binary_erosion(tissues[:, :, z] == value) for z in range(tissues.shape[2])]
+        z = int(np.argmax([interior.sum() for interior in interiors]))
+        strokes = np.zeros(tissues.shape, bool)
+        strokes[:, :, z] = interiors[z]
+        return strokes
+
+    def _paint(self, scribbles, volume, name, color, strokes):
+        segmentID = scribbles.GetSegmentation().AddEmptySegment("", name, color)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(strokes.astype(np.uint8).transpose(2, 1, 0), scribbles,
+                                                         segmentID, volume)
+
+    def test_ScribblesToSegments(self):
+        """Apply with grey and white matter scribbled, then add a CSF segment and Refine."""
         self.delayDisplay("Installing the engine if needed")
         logic = UnsupervisedSegLogic()
         if not logic.engineInstalled():
@@ -833,52 +853,50 @@ class UnsupervisedSegTest(ScriptedLoadableModuleTest):
         support = loadEngineSupport()
 
         volume, tissues, brain, ijkToRAS = self._sampleVolume()
-        middle = tissues.shape[2] // 2
-        strokes = np.zeros_like(tissues)
-        strokes[:, :, middle] = tissues[:, :, middle]  # one axial slice of each tissue as scribbles
+        strokes = {name: self._strokesInside(tissues, value)
+                   for value, name in ((1, self.CSF[0]), (2, self.GREY[0]), (3, self.WHITE[0]))}
         scribbles = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Scribbles")
         scribbles.CreateDefaultDisplayNodes()
         scribbles.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-        for value, name, color in self.TISSUES:
-            segmentID = scribbles.GetSegmentation().AddEmptySegment("", name, color)
-            mask = (strokes == value).astype(np.uint8).transpose(2, 1, 0)
-            slicer.util.updateSegmentBinaryLabelmapFromArray(mask, scribbles, segmentID, volume)
+        for name, color in (self.GREY, self.WHITE):
+            self._paint(scribbles, volume, name, color, strokes[name])
         roi = slicer.util.addVolumeFromArray(brain.astype(np.uint8).transpose(2, 1, 0), ijkToRAS=ijkToRAS,
                                              name="brain", nodeClassName="vtkMRMLLabelMapVolumeNode")
         output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Result")
-        parameters = support.RunParameters(max_iter=60, refine_iter=10, n_clusters=16)
+        parameters = support.RunParameters(max_iter=30, refine_iter=15, n_clusters=16)
 
         self.delayDisplay("Segmenting")
         logic.process(volume, output, scribbleSegmentation=scribbles, roiNode=roi, parameters=parameters)
-        self._checkResult(output, volume, strokes, brain)
+        self._checkResult(output, volume, brain, strokes, [self.GREY, self.WHITE])
 
-        self.delayDisplay("Refining from the previous network")
+        self.delayDisplay("Adding a CSF scribble and refining from the previous network")
+        self._paint(scribbles, volume, *self.CSF, strokes[self.CSF[0]])
         self.assertTrue(logic.canRefine([volume], parameters.n_clusters))
         logic.process(volume, output, scribbleSegmentation=scribbles, roiNode=roi, parameters=parameters,
                       refine=True)
-        self._checkResult(output, volume, strokes, brain)
+        self._checkResult(output, volume, brain, strokes, [self.GREY, self.WHITE, self.CSF])
         logic.forgetModel()
         self.delayDisplay("Test passed")
 
-    def _checkResult(self, output, volume, strokes, brain):
-        import numpy as np
-
+    def _checkResult(self, output, volume, brain, strokes, classes):
+        """Scribble classes come first with their names and colours, other segments are clusters,
+        the segments cover the ROI and nothing else, and scribbled voxels got their class."""
         segmentation = output.GetSegmentation()
         segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
-        names = [s.GetName() for s in segments]
-        self.assertGreaterEqual(len(segments), len(self.TISSUES))
-        for value, name, color in self.TISSUES:
-            self.assertIn(name, names)
-            segmentID = segmentation.GetSegmentIdBySegmentName(name)
-            np.testing.assert_allclose(segmentation.GetSegment(segmentID).GetColor(), color, atol=1e-3)
-            painted = slicer.util.arrayFromSegmentBinaryLabelmap(output, segmentID, volume).transpose(2, 1, 0) > 0
-            # most voxels the user scribbled as this tissue are in the segment of that name
-            self.assertGreater(painted[strokes == value].mean(), 0.9, name)
-        others = [n for n in names if n not in {name for _, name, _ in self.TISSUES}]
-        self.assertTrue(all(n.startswith("Cluster ") for n in others), others)
-        union = np.zeros(brain.shape, bool)
-        for segment in segments:
-            segmentID = segmentation.GetSegmentIdBySegmentName(segment.GetName())
-            union |= slicer.util.arrayFromSegmentBinaryLabelmap(output, segmentID, volume).transpose(2, 1, 0) > 0
+        self.assertGreaterEqual(len(segments), len(classes))
+        self.assertEqual([s.GetLabelValue() for s in segments[:len(classes)]], list(range(1, len(classes) + 1)))
+        self.assertEqual([s.GetName() for s in segments[:len(classes)]], [name for name, _ in classes])
+        for segment, (name, color) in zip(segments, classes):
+            np.testing.assert_allclose(segment.GetColor(), color, atol=1e-3)
+        self.assertTrue(all(s.GetName() == f"Cluster {s.GetLabelValue()}" for s in segments[len(classes):]))
+        masks = {s.GetName(): slicer.util.arrayFromSegmentBinaryLabelmap(
+            output, segmentation.GetSegmentIdBySegmentName(s.GetName()), volume).transpose(2, 1, 0) > 0
+            for s in segments}
+        union = np.logical_or.reduce(list(masks.values()))
         self.assertFalse(union[~brain].any(), "segments outside the region of interest")
         self.assertTrue(union[brain].all(), "brain voxels without a segment")
+        scribbled = agreed = 0
+        for name, _ in classes:
+            scribbled += int(strokes[name].sum())
+            agreed += int(masks[name][strokes[name]].sum())
+        self.assertGreater(agreed / scribbled, 0.75, "scribbled voxels should get their class")
