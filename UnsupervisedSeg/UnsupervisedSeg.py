@@ -195,7 +195,7 @@ class UnsupervisedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateRoiSegments(self, *args) -> None:
         """Fill the ROI segment list from the ROI segmentation (hidden for a label map ROI)."""
         node = self._parameterNode
-        roi = node.roiNode if node else None
+        roi = self.ui.roiSelector.currentNode()
         isSegmentation = bool(roi and roi.IsA("vtkMRMLSegmentationNode"))
         self.ui.roiSegmentComboBox.visible = isSegmentation
         self.ui.roiSegmentLabel.visible = isSegmentation
@@ -206,7 +206,7 @@ class UnsupervisedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for index in range(segmentation.GetNumberOfSegments()):
                 segmentID = segmentation.GetNthSegmentID(index)
                 self.ui.roiSegmentComboBox.addItem(segmentation.GetSegment(segmentID).GetName(), segmentID)
-            current = self.ui.roiSegmentComboBox.findData(node.roiSegmentID)
+            current = self.ui.roiSegmentComboBox.findData(node.roiSegmentID if node else "")
             self.ui.roiSegmentComboBox.currentIndex = max(current, 0)
         self.ui.roiSegmentComboBox.blockSignals(wasBlocked)
 
@@ -241,14 +241,17 @@ class UnsupervisedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _start(self, refine: bool) -> None:
         node = self._parameterNode
-        if not self.logic.engineInstalled():
-            with slicer.util.tryWithErrorDisplay("Installing the segmentation engine failed. See the log "
-                                                 "below; check the network connection and press Apply "
-                                                 "again to retry.", waitCursor=True):
-                if not self.logic.setupEngine(askConfirmation=True):
-                    return
         self.ui.logTextEdit.clear()
         self.ui.progressBar.value = 0
+        if not self.logic.engineInstalled():
+            if not slicer.util.confirmOkCancelDisplay(UnsupervisedSegLogic.INSTALL_QUESTION,
+                                                      "Install the segmentation engine"):
+                return
+            self.ui.logCollapsibleButton.collapsed = False
+            with slicer.util.tryWithErrorDisplay("Installing the segmentation engine failed (pip's output is in "
+                                                 "the Python console). Check the network connection, then "
+                                                 "press Apply again to retry.", waitCursor=True):
+                self.logic.setupEngine(askConfirmation=False)
         with slicer.util.tryWithErrorDisplay("Could not start the segmentation.", waitCursor=True):
             if not node.outputSegmentation:
                 output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
@@ -405,6 +408,9 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
     """Exports the inputs, runs the engine in the background and loads its result. No GUI."""
 
     CANCELLED = "Cancelled."
+    INSTALL_QUESTION = ("Unsupervised Segmentation needs its engine (the Python package unsupervised-seg, with "
+                        "PyTorch and MONAI) in Slicer's Python. It will be downloaded and installed now, which "
+                        "can take several minutes and a few hundred MB.\n\nInstall it?")
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -447,11 +453,8 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
         there, the engine without its dependencies, then its dependencies except the packages
         Slicer owns (numpy, SimpleITK, torch), which a constraints file pins to Slicer's versions.
         Returns False if the user declined."""
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                "Unsupervised Segmentation needs its engine (the Python package unsupervised-seg, with "
-                "PyTorch and MONAI) in Slicer's Python. It will be downloaded and installed now, which "
-                "can take several minutes and a few hundred MB.\n\nInstall it?",
-                "Install the segmentation engine"):
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(self.INSTALL_QUESTION,
+                                                                      "Install the segmentation engine"):
             return False
         from importlib import metadata
         moduleDir = os.path.dirname(__file__)
