@@ -7,8 +7,8 @@ from typing import Optional, Tuple
 
 # Defaults that differ between 2D images (the reference code's) and 3D volumes (tuned on MNI152
 # for CPU speed; see benchmarks/RESULTS.md).
-DEFAULTS_2D = {"n_clusters": 100}
-DEFAULTS_3D = {"n_clusters": 32}
+DEFAULTS_2D = {"n_clusters": 100, "init": "none", "init_iter": 0}
+DEFAULTS_3D = {"n_clusters": 32, "init": "kmeans", "init_iter": 100}
 
 
 @dataclass
@@ -25,6 +25,11 @@ class SegmentationConfig:
     sim_weight: float = 1.0  # mu [stepsize_sim]
     con_weight: float = 1.0  # nu [stepsize_con]
     scr_weight: float = 0.5  # lambda [stepsize_scr]
+    # initialisation: "kmeans" fits the network to k-means clusters of the intensities for
+    # init_iter iterations before self-training on its own argmax; "none" is the reference method
+    init: Optional[str] = None
+    init_iter: Optional[int] = None
+    init_clusters: Optional[int] = None  # None: n_labels, else min_labels (at least the scribble classes)
     # optimisation
     lr: float = 0.1
     momentum: float = 0.9
@@ -57,6 +62,8 @@ class SegmentationConfig:
             raise InputError(f"min_labels must be >= 1, got {self.min_labels}")
         if self.n_labels is not None and not 1 <= self.n_labels <= (self.n_clusters or 255):
             raise InputError(f"n_labels must be between 1 and n_clusters ({self.n_clusters}), got {self.n_labels}")
+        if self.init not in (None, "kmeans", "none"):
+            raise InputError(f"init must be 'kmeans' or 'none', got {self.init!r}")
         if self.patch_size is not None:
             self.patch_size = tuple(int(p) for p in self.patch_size)
 

@@ -45,35 +45,34 @@ class PatchSampler:
     """Draws batches of random patches whose centres lie in the ROI, with scribbled voxels over-sampled
     (they get half of the sampling weight when present).
 
-    image (1, C, *S) float32, scribbles (1, *S) long or None, roi (1, *S) bool.
-    sample() -> image (B, C, *P), scribbles (B, *P) long or None, roi (B, *P) bool.
-    probe: a fixed (B, C, *P) batch used to check convergence.
+    maps: {"image": (1, C, *S) float32, "roi": (1, *S) bool, optional "scribbles"/"targets": (1, *S) long}.
+    sample() -> the same keys, batched: image (B, C, *P), the others (B, *P).
+    probe: a fixed image batch (B, C, *P) used to check convergence.
     """
 
-    def __init__(self, image: torch.Tensor, scribbles: Optional[torch.Tensor], roi: torch.Tensor,
-                 patch_size: Sequence[int], batch: int, seed: int = 0):
+    def __init__(self, maps: dict, patch_size: Sequence[int], batch: int, seed: int = 0):
+        image, roi = maps["image"], maps["roi"]
         self.n_channels = image.shape[1]
-        self.has_scribbles = scribbles is not None
-        layers = [image[0], roi.float()]
+        self.label_keys = [k for k in ("roi", "scribbles", "targets") if maps.get(k) is not None]
         weight = roi.float()
-        if scribbles is not None:
-            layers.append(scribbles.float())
-            marked = scribbles > 0
+        if maps.get("scribbles") is not None:
+            marked = maps["scribbles"] > 0
             weight = weight + marked.float() * (roi.sum() / marked.sum().clamp_min(1))
-        self.stacked = torch.cat(layers, 0)  # (C + 1 [+ 1], *S)
+        self.stacked = torch.cat([image[0]] + [maps[k].float() for k in self.label_keys], 0)  # (C + n, *S)
         self.weight = weight
-        self.patch_size = tuple(int(p) for p in patch_size)
-        self.cropper = RandWeightedCrop(self.patch_size, num_samples=batch)
+        self.cropper = RandWeightedCrop(tuple(int(p) for p in patch_size), num_samples=batch)
         self.cropper.set_random_state(seed)
-        self.probe = self.sample()[0]
+        self.probe = self.sample()["image"]
 
-    def sample(self):
+    def sample(self) -> dict:
         crops = self.cropper(self.stacked, weight_map=self.weight)
         batch = torch.stack([torch.as_tensor(c) for c in crops])
         c = self.n_channels
-        image, roi = batch[:, :c].float(), batch[:, c] > 0.5
-        scribbles = batch[:, c + 1].round().long() if self.has_scribbles else None
-        return image.contiguous(), scribbles, roi
+        out = {"image": batch[:, :c].float().contiguous()}
+        for i, key in enumerate(self.label_keys):
+            layer = batch[:, c + i]
+            out[key] = layer > 0.5 if key == "roi" else layer.round().long()
+        return out
 
 
 def sliding_window_response(network: torch.nn.Module, image: torch.Tensor, patch_size: Sequence[int], cfg,

@@ -12,6 +12,7 @@ import torch
 
 from .config import SegmentationConfig
 from .errors import InputError
+from .initialisation import kmeans_channels
 from .labels import assign_labels
 from .losses import ClusteringLoss
 from .network import ClusteringNet
@@ -59,13 +60,14 @@ def resolve_device(name: str) -> torch.device:
 class _Prepared:
     """One volume ready for the network, cropped to the ROI's bounding box.
 
-    image (1, C, *crop) float32; scribbles (1, *crop) long or None; roi (1, *crop) bool;
+    image (1, C, *crop) float32; scribbles (1, *crop) long or None; roi (1, *crop) bool; targets below;
     crop: slices of the crop in the full grid; full_roi: (*spatial) bool; intensity: (C, *crop) numpy.
     """
 
     image: torch.Tensor
     scribbles: Optional[torch.Tensor]
     roi: torch.Tensor
+    targets: Optional[torch.Tensor]  # (1, *crop) long: initial clustering (channel ids) or None
     crop: tuple
     full_shape: tuple
     full_roi: np.ndarray
@@ -113,8 +115,16 @@ class Segmenter:
         image = torch.from_numpy(np.ascontiguousarray(data[(slice(None),) + crop]))[None]
         roi_t = torch.from_numpy(np.ascontiguousarray(full_roi[crop]))[None]
         scr_t = None if scribbles is None else torch.from_numpy(np.ascontiguousarray(scribbles[crop]))[None]
-        return _Prepared(image, scr_t, roi_t, crop, volume.spatial_shape, full_roi, volume.spacing,
-                         scribble_classes(scribbles))
+        n_classes = scribble_classes(scribbles)
+        prep = _Prepared(image, scr_t, roi_t, None, crop, volume.spatial_shape, full_roi, volume.spacing, n_classes)
+        if self.network is not None and cfg.init_iter > 0:  # warm start: begin from the network's own clustering
+            prep.targets = self._response(prep, cfg).argmax(0)[None]
+        elif cfg.init == "kmeans" and cfg.init_iter > 0:
+            k = cfg.init_clusters or cfg.n_labels or cfg.min_labels
+            crop_scr = None if scribbles is None else scribbles[crop]
+            prep.targets = torch.from_numpy(kmeans_channels(image[0].numpy(), roi_t[0].numpy(), k, crop_scr,
+                                                            n_classes, cfg.seed))[None]
+        return prep
 
     def _ensure_network(self, spatial_dims: int, in_channels: int) -> SegmentationConfig:
         cfg = self.config.resolved(spatial_dims)
@@ -188,49 +198,51 @@ class Segmenter:
         whole = len(preps) == 1 and preps[0].roi.numel() <= cfg.max_voxels
         samplers = None if whole else [self._sampler(p, cfg) for p in preps]
         snapshots: deque = deque(maxlen=2)
+        if preps[0].targets is not None:
+            snapshots.append(preps[0].targets[preps[0].roi] if whole else None)
         history, stop_reason, labels = [], "max_iter", None
         net.train()
         for it in range(1, max_iter + 1):
             prep = preps[(it - 1) % len(preps)]
             if whole:
-                image, scr, roi = prep.image, prep.scribbles, prep.roi
+                batch = {"image": prep.image, "roi": prep.roi, "scribbles": prep.scribbles, "targets": prep.targets}
             else:
-                image, scr, roi = samplers[(it - 1) % len(preps)].sample()
-            image = image.to(self.device)
-            roi = roi.to(self.device)
-            scr = None if scr is None else scr.to(self.device)
+                batch = samplers[(it - 1) % len(preps)].sample()
+            batch = {k: (None if v is None else v.to(self.device)) for k, v in batch.items()}
+            image, roi, scr = batch["image"], batch["roi"], batch.get("scribbles")
             opt.zero_grad(set_to_none=True)
             response = net(image)
             pseudo = response.detach().argmax(1)
-            parts = loss_fn(response, pseudo, roi, scr)
+            initialising = batch.get("targets") is not None and it <= cfg.init_iter
+            parts = loss_fn(response, batch["targets"] if initialising else pseudo, roi, scr)
             parts["loss"].backward()
             opt.step()
             n_now = int(torch.unique(pseudo[roi]).numel())
-            record = {"iteration": it, "n_labels": n_now, **{k: float(v) for k, v in parts.items()}}
+            record = {"iteration": it, "n_labels": n_now, **{k: float(v.detach()) for k, v in parts.items()}}
             history.append(record)
             self.iterations_done += 1
             if progress:
                 progress({"stage": "fit", "max_iter": max_iter, **record})
             if whole:
                 labels = pseudo[0].cpu()
-            if n_now <= min_labels:
+            if n_now <= min_labels and not initialising:
                 stop_reason = "min_labels"
                 break
             if it % cfg.convergence_window == 0:
-                snapshots.append(labels if whole else self._probe_labels(samplers[0]))
-                if len(snapshots) == 2:
+                snapshots.append(pseudo[roi].cpu() if whole else self._probe_labels(samplers[0]))
+                net.train()
+                if len(snapshots) == 2 and snapshots[0] is not None:
                     changed = float((snapshots[0] != snapshots[1]).float().mean())
                     record["changed"] = changed
                     if changed < cfg.convergence_tol:
                         stop_reason = "converged"
                         break
-                    net.train()
         return history, stop_reason, labels if whole else None
 
     def _sampler(self, prep: _Prepared, cfg: SegmentationConfig) -> PatchSampler:
         size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
-        return PatchSampler(prep.image, prep.scribbles, prep.roi, size, cfg.patch_batch,
-                            seed=cfg.seed + self.iterations_done)
+        maps = {"image": prep.image, "roi": prep.roi, "scribbles": prep.scribbles, "targets": prep.targets}
+        return PatchSampler(maps, size, cfg.patch_batch, seed=cfg.seed + self.iterations_done)
 
     @torch.no_grad()
     def _probe_labels(self, sampler: PatchSampler) -> torch.Tensor:
