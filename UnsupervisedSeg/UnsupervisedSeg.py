@@ -466,7 +466,7 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
 
         self._installTorch(support)
 
-        install, kept = support.requirements_to_install(metadata.requires(ENGINE_DISTRIBUTION))
+        install, kept = support.requirements_to_install(metadata.requires(support.ENGINE_DISTRIBUTION))
         try:
             import psutil  # noqa: F401  (Cancel kills the engine's process tree with it)
         except ImportError:
@@ -866,7 +866,7 @@ class UnsupervisedSegTest(ScriptedLoadableModuleTest):
         roi = slicer.util.addVolumeFromArray(brain.astype(np.uint8).transpose(2, 1, 0), ijkToRAS=ijkToRAS,
                                              name="brain", nodeClassName="vtkMRMLLabelMapVolumeNode")
         output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Result")
-        parameters = support.RunParameters(max_iter=30, refine_iter=15, n_clusters=16)
+        parameters = support.RunParameters(max_iter=30, n_clusters=16)  # Refine: the default iterations
 
         self.delayDisplay("Segmenting")
         logic.process(volume, output, scribbleSegmentation=scribbles, roiNode=roi, parameters=parameters)

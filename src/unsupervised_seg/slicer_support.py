@@ -50,8 +50,8 @@ def requirements_to_install(requires: Iterable[str], keep: Sequence[str] = SLICE
     ``requires`` is what ``importlib.metadata.requires("unsupervised-seg")`` returns, e.g.
     ``["torch>=2.0,<3", "numpy>=1.23", 'pydicom>=2.4; extra == "dicom"']``. Requirements that only
     apply to an extra are dropped (the module needs none); those naming a package in ``keep`` are
-    returned second, untouched. The first list holds pip arguments without spaces,
-    e.g. ``"monai>=1.3"``.
+    returned second, untouched. The first list holds one pip argument per requirement, e.g.
+    ``"monai>=1.3"`` or ``'tomli>=1; python_version < "3.11"'``.
     """
     keep_names = {normalise_package_name(k) for k in keep}
     install, kept = [], []
@@ -63,6 +63,8 @@ def requirements_to_install(requires: Iterable[str], keep: Sequence[str] = SLICE
         if marker and "extra" in marker:
             continue
         requirement = name + (extras or "") + re.sub(r"\s+", "", spec or "").strip("()")
+        if marker:
+            requirement += f"; {marker.strip()}"  # pip evaluates environment markers itself
         (kept if normalise_package_name(name) in keep_names else install).append(requirement)
     return install, kept
 
