@@ -13,6 +13,7 @@ import shutil
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Union
 
 import numpy as np
@@ -393,13 +394,6 @@ class _BackgroundRun:
             pass
 
 
-class _Task:
-    """One run: its temporary files, where the result goes, and the scribble class tables."""
-
-    def __init__(self, **values):
-        self.__dict__.update(values)
-
-
 #
 # UnsupervisedSegLogic
 #
@@ -583,10 +577,11 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
             raise
 
         self.log(("Refining" if refine else "Segmenting") + f" {inputVolume.GetName()}: {' '.join(command)}")
-        task = _Task(folder=folder, files=files, volumes=volumes, output=outputSegmentation,
-                     classNames=classNames, classColors=classColors, key=self._key(volumes, parameters.n_clusters),
-                     monitor=support.RunMonitor(), progressCallback=progressCallback,
-                     completedCallback=completedCallback)
+        # one run: its temporary files, where the result goes, the scribble class tables, its progress
+        task = SimpleNamespace(folder=folder, files=files, volumes=volumes, output=outputSegmentation,
+                               classNames=classNames, classColors=classColors,
+                               key=self._key(volumes, parameters.n_clusters), monitor=support.RunMonitor(),
+                               completedCallback=completedCallback)
         try:
             self._run = _BackgroundRun(command, support.ENGINE_ENVIRONMENT)
         except Exception:
