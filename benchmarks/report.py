@@ -9,7 +9,7 @@ import numpy as np
 ENGINE = "engine"
 METHOD_COLOURS = {"engine": "#d62728", "kmeans": "#1f77b4", "gmm": "#ff7f0e", "otsu": "#2ca02c",
                   "atropos": "#9467bd", "growcut": "#8c564b", "random_walker": "#e377c2"}
-LABEL_COLOURS = ["#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+LABEL_COLOURS = ["black", "blue", "orange", "green", "red", "purple", "brown"]
 
 
 def _pyplot():
@@ -58,6 +58,8 @@ def plot_overlay(case, labels: dict, entry: dict, path: Path) -> None:
             rows.append((f"{method} (Dice {result['dice_mean']:.3f})",
                          _as_classes(labels[method], result["matching"], names)))
     centre = [int(np.mean(ix)) for ix in np.nonzero(case.roi)]
+    xs = np.flatnonzero(case.roi.any(axis=(1, 2)))
+    centre[0] = int(xs[0] + 0.3 * (xs[-1] - xs[0]))  # sagittal through one hemisphere, not the midline fissure
     if case.scribbles is not None:  # the axial plane through the scribbled slice nearest the centre
         scribbled = np.flatnonzero((case.scribbles > 0).any(axis=(0, 1)))
         centre[2] = int(scribbled[np.argmin(np.abs(scribbled - centre[2]))])
@@ -81,8 +83,8 @@ def plot_overlay(case, labels: dict, entry: dict, path: Path) -> None:
                 ax.set_title(plane)
             if c == 0:
                 ax.set_ylabel(title, fontsize=9)
-    legend = ", ".join(f"{n}={LABEL_COLOURS[k]}" for k, n in CLASS_NAMES.items())
-    fig.suptitle(f"{case.name}  (colours: {legend}; white: scribbles)", fontsize=9)
+    legend = ", ".join(f"{n} {LABEL_COLOURS[k]}" for k, n in CLASS_NAMES.items())
+    fig.suptitle(f"{case.name}  ({legend}; white outline: scribbles)", fontsize=9)
     _save(fig, path)
     plt.close(fig)
 
