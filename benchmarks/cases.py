@@ -12,7 +12,7 @@ Case names follow ``{dataset}{resolution}mm[_noisy][_scribbles]``:
 - ``_noisy``: a "realistic scan": smooth multiplicative bias field (total range BIAS_RANGE around 1,
   like BrainWeb's 20 % INU) and Rician noise with sigma = NOISE_FRACTION of the white-matter mean,
   both seeded; the truth is unchanged.
-- ``_scribbles``: strokes on three axial slices made from the truth by scribbles_from_truth.
+- ``_scribbles``: strokes on three axial slices made from the truth by unsupervised_seg.simulated_scribbles.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage as ndi
 
-from scribbles_from_truth import scribbles_from_truth
+from unsupervised_seg.simulated_scribbles import scribbles_from_truth
 
 NOISE_FRACTION = 0.05  # Rician sigma as a fraction of the white-matter mean (BrainWeb "5 %")
 BIAS_RANGE = 0.2  # the bias field spans 1 - 0.1 .. 1 + 0.1 over the brain

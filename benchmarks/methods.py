@@ -140,7 +140,7 @@ def engine(case, threads: int, config: dict, refine: bool = True) -> dict:
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
         out["gpu"] = torch.cuda.get_device_name()
     if refine and case.scribbles is not None:
-        from scribbles_from_truth import extra_stroke
+        from unsupervised_seg.simulated_scribbles import extra_stroke
 
         per_class = hungarian_dice(result.labels, case.truth, case.roi)["per_class"]
         worst = min(per_class, key=per_class.get)

@@ -7,8 +7,8 @@ from typing import Optional, Tuple
 
 # Defaults that differ between 2D images (the reference code's) and 3D volumes (tuned on MNI152
 # for CPU speed; see benchmarks/RESULTS.md).
-DEFAULTS_2D = {"n_clusters": 100, "init": "none", "init_iter": 0}
-DEFAULTS_3D = {"n_clusters": 32, "init": "kmeans", "init_iter": 100}
+DEFAULTS_2D = {"n_clusters": 100, "init": "none", "init_iter": 0, "scr_weight": 0.5, "lr_half_life": 0}
+DEFAULTS_3D = {"n_clusters": 32, "init": "gmm", "init_iter": 100, "scr_weight": 0.5, "lr_half_life": 25}
 
 
 @dataclass
@@ -24,20 +24,21 @@ class SegmentationConfig:
     # loss weights
     sim_weight: float = 1.0  # mu [stepsize_sim]
     con_weight: float = 1.0  # nu [stepsize_con]
-    scr_weight: float = 0.5  # lambda [stepsize_scr]
-    # initialisation: "kmeans" fits the network to k-means clusters of the intensities for
+    scr_weight: Optional[float] = None  # lambda [stepsize_scr]; None: by dims (0.5 in 2D as the reference)
+    # initialisation: "kmeans"/"gmm" fit the network to k-means / Gaussian-mixture clusters of the intensities for
     # init_iter iterations before self-training on its own argmax; "none" is the reference method
     init: Optional[str] = None
     init_iter: Optional[int] = None
     init_clusters: Optional[int] = None  # None: n_labels, else min_labels (at least the scribble classes)
     # optimisation
     lr: float = 0.1
+    lr_half_life: Optional[float] = None  # iterations over which the learning rate halves (0: constant, the reference)
     momentum: float = 0.9
     max_iter: int = 1000  # [maxIter]
     min_labels: int = 3  # stop when argmax has <= this many labels [minLabels]
     n_labels: Optional[int] = None  # exactly this many output labels (merge most similar clusters)
-    convergence_tol: float = 0.001  # fraction of ROI voxels whose label may change ...
-    convergence_window: int = 20  # ... over this many iterations for the run to count as converged
+    convergence_tol: float = 0.005  # fraction of ROI voxels whose label may change ...
+    convergence_window: int = 10  # ... over this many iterations for the run to count as converged
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # large volumes: random patches for training, sliding window for prediction
@@ -62,8 +63,8 @@ class SegmentationConfig:
             raise InputError(f"min_labels must be >= 1, got {self.min_labels}")
         if self.n_labels is not None and not 1 <= self.n_labels <= (self.n_clusters or 255):
             raise InputError(f"n_labels must be between 1 and n_clusters ({self.n_clusters}), got {self.n_labels}")
-        if self.init not in (None, "kmeans", "none"):
-            raise InputError(f"init must be 'kmeans' or 'none', got {self.init!r}")
+        if self.init not in (None, "kmeans", "gmm", "none"):
+            raise InputError(f"init must be 'kmeans', 'gmm' or 'none', got {self.init!r}")
         if self.patch_size is not None:
             self.patch_size = tuple(int(p) for p in self.patch_size)
 

@@ -49,32 +49,3 @@ def load_sample():
     tissues = np.asarray(nib.load(SAMPLE_TISSUES).dataobj).astype(np.uint8)
     return volume, mask, tissues
 
-
-def scribbles_from_truth(truth: np.ndarray, axis: int = 2, n_slices: int = 3, erosion: int = 1) -> np.ndarray:
-    """Simulated user scribbles: thin strokes inside every class on ``n_slices`` slices.
-
-    truth: (*spatial) int labels, 0 = background (never scribbled). On slices at 30-70 % of the
-    labelled extent along ``axis`` (axial for the MNI sample), each class region is eroded by
-    ``erosion`` voxels in-plane (not thin ones, which erosion would remove) and reduced to its skeleton: strokes along the middle of the
-    structure, as a user would draw them. Returns (*spatial) int64, 0 = unlabelled, k = class k.
-    Needs scikit-image (a test/benchmark dependency).
-    """
-    from scipy import ndimage
-    from skimage.morphology import skeletonize
-
-    present = np.nonzero(np.any(truth > 0, axis=tuple(a for a in range(truth.ndim) if a != axis)))[0]
-    lo, hi = present[0], present[-1]
-    positions = np.round(np.linspace(lo + 0.3 * (hi - lo), lo + 0.7 * (hi - lo), n_slices)).astype(int)
-    scribbles = np.zeros(truth.shape, np.int64)
-    for pos in positions:
-        index = [slice(None)] * truth.ndim
-        index[axis] = int(pos)
-        plane = truth[tuple(index)]
-        strokes = np.zeros(plane.shape, np.int64)
-        for label in np.unique(plane[plane > 0]):
-            region = ndimage.binary_erosion(plane == label, iterations=erosion)
-            if region.sum() < 0.2 * (plane == label).sum():  # thin structure: stroke through it uneroded
-                region = plane == label
-            strokes[skeletonize(region)] = label
-        scribbles[tuple(index)] = strokes
-    return scribbles

@@ -12,7 +12,7 @@ import torch
 
 from .config import SegmentationConfig
 from .errors import InputError
-from .initialisation import kmeans_channels
+from .initialisation import initial_channels
 from .labels import assign_labels
 from .losses import ClusteringLoss
 from .network import ClusteringNet
@@ -117,13 +117,11 @@ class Segmenter:
         scr_t = None if scribbles is None else torch.from_numpy(np.ascontiguousarray(scribbles[crop]))[None]
         n_classes = scribble_classes(scribbles)
         prep = _Prepared(image, scr_t, roi_t, None, crop, volume.spatial_shape, full_roi, volume.spacing, n_classes)
-        if self.network is not None and cfg.init_iter > 0:  # warm start: begin from the network's own clustering
-            prep.targets = self._response(prep, cfg).argmax(0)[None]
-        elif cfg.init == "kmeans" and cfg.init_iter > 0:
+        if cfg.init != "none" and cfg.init_iter > 0:  # on warm starts too: new scribble classes need targets
             k = cfg.init_clusters or cfg.n_labels or cfg.min_labels
             crop_scr = None if scribbles is None else scribbles[crop]
-            prep.targets = torch.from_numpy(kmeans_channels(image[0].numpy(), roi_t[0].numpy(), k, crop_scr,
-                                                            n_classes, cfg.seed))[None]
+            prep.targets = torch.from_numpy(initial_channels(cfg.init, image[0].numpy(), roi_t[0].numpy(), k,
+                                                             crop_scr, n_classes, cfg.seed))[None]
         return prep
 
     def _ensure_network(self, spatial_dims: int, in_channels: int) -> SegmentationConfig:
@@ -197,9 +195,7 @@ class Segmenter:
         min_labels = max(cfg.min_labels, n_classes, cfg.n_labels or 0)
         whole = len(preps) == 1 and preps[0].roi.numel() <= cfg.max_voxels
         samplers = None if whole else [self._sampler(p, cfg) for p in preps]
-        snapshots: deque = deque(maxlen=2)
-        if preps[0].targets is not None:
-            snapshots.append(preps[0].targets[preps[0].roi] if whole else None)
+        snapshots: deque = deque(maxlen=2)  # labels at the last two checks, to tell convergence
         history, stop_reason, labels = [], "max_iter", None
         net.train()
         for it in range(1, max_iter + 1):
@@ -210,6 +206,9 @@ class Segmenter:
                 batch = samplers[(it - 1) % len(preps)].sample()
             batch = {k: (None if v is None else v.to(self.device)) for k, v in batch.items()}
             image, roi, scr = batch["image"], batch["roi"], batch.get("scribbles")
+            if cfg.lr_half_life:  # decays over the segmenter's life, so warm starts continue gently
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * 0.5 ** (self.iterations_done / cfg.lr_half_life)
             opt.zero_grad(set_to_none=True)
             response = net(image)
             pseudo = response.detach().argmax(1)
@@ -228,10 +227,10 @@ class Segmenter:
             if n_now <= min_labels and not initialising:
                 stop_reason = "min_labels"
                 break
-            if it % cfg.convergence_window == 0:
+            if it % cfg.convergence_window == 0 or it == 1:  # it == 1: labels before any step (warm starts)
                 snapshots.append(pseudo[roi].cpu() if whole else self._probe_labels(samplers[0]))
                 net.train()
-                if len(snapshots) == 2 and snapshots[0] is not None:
+                if len(snapshots) == 2 and it > 1:
                     changed = float((snapshots[0] != snapshots[1]).float().mean())
                     record["changed"] = changed
                     if changed < cfg.convergence_tol:

@@ -1,4 +1,4 @@
-"""Synthetic user scribbles made from a ground-truth label map.
+"""Simulated user scribbles made from a ground-truth label map (tests and benchmarks; needs scikit-image).
 
 How the strokes are made (deterministic, no random numbers):
 1. Pick ``n_slices`` axial slices (index along ``axis``) evenly spread over the middle of the

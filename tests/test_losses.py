@@ -1,0 +1,62 @@
+"""Loss values on a tiny fixed 2D input, checked against values worked out by hand."""
+import math
+
+import pytest
+import torch
+
+from unsupervised_seg.losses import ClusteringLoss, continuity_loss, scribble_loss, similarity_loss
+
+# response (B=1, q=2, 2x2): channel 0 = [[0, 1], [2, 0]], channel 1 = [[1, 0], [0, 0]]
+RESPONSE = torch.tensor([[[[0.0, 1.0], [2.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]]])
+# argmax per pixel: (0,0) -> 1, (0,1) -> 0, (1,0) -> 0, (1,1) -> 0 (tie: first channel)
+PSEUDO = torch.tensor([[[1, 0], [0, 0]]])
+SCRIBBLES = torch.tensor([[[0, 2], [1, 0]]])  # class 2 at (0,1) -> channel 1, class 1 at (1,0) -> channel 0
+
+
+def ce_two(logit_true, logit_other):
+    """Cross-entropy of a 2-way softmax, by hand: log(1 + exp(other - true))."""
+    return math.log(1 + math.exp(logit_other - logit_true))
+
+
+def test_pseudo_labels_are_argmax():
+    assert torch.equal(RESPONSE.argmax(1), PSEUDO)
+
+
+def test_similarity_by_hand():
+    expected = (ce_two(1, 0) + ce_two(1, 0) + ce_two(2, 0) + ce_two(0, 0)) / 4  # 0.36165
+    assert similarity_loss(RESPONSE, PSEUDO).item() == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx(0.36165, abs=1e-5)
+
+
+def test_continuity_by_hand():
+    # along rows: |2-0|, |0-1| (ch 0), |0-1|, |0-0| (ch 1) -> mean 1; along columns: |1-0|, |0-2|, |0-1|, 0 -> 1
+    assert continuity_loss(RESPONSE).item() == pytest.approx(2.0)
+    # spacing (2, 1): the row axis is twice as coarse, its term weighs min(spacing)/2 = 0.5
+    assert continuity_loss(RESPONSE, spacing=(2.0, 1.0)).item() == pytest.approx(0.5 * 1.0 + 1.0)
+
+
+def test_continuity_3d_adds_the_third_axis():
+    r = torch.zeros(1, 1, 2, 2, 2)
+    r[0, 0, 1] = 3.0  # a step of 3 along the first axis only
+    assert continuity_loss(r).item() == pytest.approx(3.0)
+    assert continuity_loss(r, spacing=(3.0, 1.0, 1.0)).item() == pytest.approx(1.0)
+
+
+def test_scribble_by_hand():
+    expected = (ce_two(0, 1) + ce_two(2, 0)) / 2  # 1.31326 and 0.12693
+    assert scribble_loss(RESPONSE, SCRIBBLES).item() == pytest.approx(expected, abs=1e-6)
+    assert scribble_loss(RESPONSE, torch.zeros_like(SCRIBBLES)).item() == 0.0
+
+
+def test_total_uses_unscribbled_voxels_for_similarity_and_reference_weights():
+    parts = ClusteringLoss()(RESPONSE, PSEUDO, scribbles=SCRIBBLES)  # mu = 1, nu = 1, lambda = 0.5
+    sim = (ce_two(1, 0) + ce_two(0, 0)) / 2  # pixels (0,0) and (1,1) only
+    scr = (ce_two(0, 1) + ce_two(2, 0)) / 2
+    assert parts["similarity"].item() == pytest.approx(sim, abs=1e-6)
+    assert parts["loss"].item() == pytest.approx(sim + 2.0 + 0.5 * scr, abs=1e-6)
+
+
+def test_roi_excludes_voxels_from_similarity():
+    roi = torch.tensor([[[True, False], [False, True]]])
+    value = similarity_loss(RESPONSE, PSEUDO, roi.float()).item()
+    assert value == pytest.approx((ce_two(1, 0) + ce_two(0, 0)) / 2, abs=1e-6)
