@@ -7,8 +7,8 @@ from typing import Optional, Tuple
 
 # Defaults that differ between 2D images (the reference code's) and 3D volumes (tuned on MNI152
 # for CPU speed; see benchmarks/RESULTS.md).
-DEFAULTS_2D = {"n_clusters": 100, "init": "none", "init_iter": 0, "scr_weight": 0.5, "lr_half_life": 0}
-DEFAULTS_3D = {"n_clusters": 32, "init": "gmm", "init_iter": 100, "scr_weight": 0.5, "lr_half_life": 25}
+DEFAULTS_2D = {"n_clusters": 100, "init": "none", "init_iter": 0, "lr_half_life": 0}
+DEFAULTS_3D = {"n_clusters": 32, "init": "gmm", "init_iter": 100, "lr_half_life": 25}
 
 
 @dataclass
@@ -24,7 +24,7 @@ class SegmentationConfig:
     # loss weights
     sim_weight: float = 1.0  # mu [stepsize_sim]
     con_weight: float = 1.0  # nu [stepsize_con]
-    scr_weight: Optional[float] = None  # lambda [stepsize_scr]; None: by dims (0.5 in 2D as the reference)
+    scr_weight: float = 0.5  # lambda [stepsize_scr]
     # initialisation: "kmeans"/"gmm" fit the network to k-means / Gaussian-mixture clusters of the intensities for
     # init_iter iterations before self-training on its own argmax; "none" is the reference method
     init: Optional[str] = None

@@ -6,8 +6,6 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from monai.inferers import SlidingWindowInferer
-from monai.transforms import RandWeightedCrop
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +16,7 @@ _TRAIN_BYTES_PER_VOXEL_CHANNEL = 4 * 12
 
 def available_memory(device: torch.device) -> int:
     """Bytes that a training step may use on ``device``: half the free GPU memory, or a quarter of
-    the available RAM capped at 2 GiB on CPU (where larger patches only cost time)."""
+    the available RAM capped at 512 MiB on CPU (where larger patches only cost time)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free // 2
@@ -28,7 +26,7 @@ def available_memory(device: torch.device) -> int:
         avail = psutil.virtual_memory().available
     except ImportError:  # psutil is optional
         avail = 8 << 30
-    return min(avail // 4, 2 << 30)
+    return min(avail // 4, 512 << 20)
 
 
 def choose_patch_size(cfg, in_channels: int, shape: Sequence[int], device: torch.device) -> Tuple[int, ...]:
@@ -60,6 +58,8 @@ class PatchSampler:
             weight = weight + marked.float() * (roi.sum() / marked.sum().clamp_min(1))
         self.stacked = torch.cat([image[0]] + [maps[k].float() for k in self.label_keys], 0)  # (C + n, *S)
         self.weight = weight
+        from monai.transforms import RandWeightedCrop  # imported here: MONAI is slow to import
+
         self.cropper = RandWeightedCrop(tuple(int(p) for p in patch_size), num_samples=batch)
         self.cropper.set_random_state(seed)
         self.probe = self.sample()["image"]
@@ -80,6 +80,8 @@ def sliding_window_response(network: torch.nn.Module, image: torch.Tensor, patch
     """Eval-mode response of ``network`` on image (1, C, *S) by overlapping patches with gaussian
     blending (MONAI SlidingWindowInferer); the full response is accumulated on the CPU.
     On CUDA out-of-memory the patch edge is halved and the prediction retried. Returns (q, *S)."""
+    from monai.inferers import SlidingWindowInferer  # imported here: MONAI is slow to import
+
     size = tuple(patch_size)
     while True:
         inferer = SlidingWindowInferer(roi_size=size, sw_batch_size=cfg.patch_batch, overlap=cfg.sw_overlap,

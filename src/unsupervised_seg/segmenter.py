@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -186,24 +185,25 @@ class Segmenter:
                   progress: Optional[ProgressCallback]):
         """Run SGD steps until a stopping rule holds. Returns (history, stop_reason, labels or None).
 
-        With one image below the voxel budget every step sees the whole crop and the last step's
-        argmax (crop-shaped long tensor) is returned; otherwise steps see random patches and None is returned.
+        Below the voxel budget every step sees one whole crop (images in turn), otherwise random patches.
+        With one whole image the last step's argmax (crop-shaped long tensor) is returned, else None.
         """
         net, opt = self.network, self.optimizer
         loss_fn = ClusteringLoss(cfg.sim_weight, cfg.con_weight, cfg.scr_weight, preps[0].spacing)
         n_classes = max(p.n_scribble_classes for p in preps)
         min_labels = max(cfg.min_labels, n_classes, cfg.n_labels or 0)
-        whole = len(preps) == 1 and preps[0].roi.numel() <= cfg.max_voxels
+        whole = all(p.roi.numel() <= cfg.max_voxels for p in preps)
         samplers = None if whole else [self._sampler(p, cfg) for p in preps]
-        snapshots: deque = deque(maxlen=2)  # labels at the last two checks, to tell convergence
+        snapshots: dict = {}  # image index -> its labels at the last check, to tell convergence
         history, stop_reason, labels = [], "max_iter", None
         net.train()
         for it in range(1, max_iter + 1):
-            prep = preps[(it - 1) % len(preps)]
+            index = (it - 1) % len(preps)
+            prep = preps[index]
             if whole:
                 batch = {"image": prep.image, "roi": prep.roi, "scribbles": prep.scribbles, "targets": prep.targets}
             else:
-                batch = samplers[(it - 1) % len(preps)].sample()
+                batch = samplers[index].sample()
             batch = {k: (None if v is None else v.to(self.device)) for k, v in batch.items()}
             image, roi, scr = batch["image"], batch["roi"], batch.get("scribbles")
             if cfg.lr_half_life:  # decays over the segmenter's life, so warm starts continue gently
@@ -228,15 +228,15 @@ class Segmenter:
                 stop_reason = "min_labels"
                 break
             if it % cfg.convergence_window == 0 or it == 1:  # it == 1: labels before any step (warm starts)
-                snapshots.append(pseudo[roi].cpu() if whole else self._probe_labels(samplers[0]))
+                current = pseudo[roi].cpu() if whole else self._probe_labels(samplers[index])
                 net.train()
-                if len(snapshots) == 2 and it > 1:
-                    changed = float((snapshots[0] != snapshots[1]).float().mean())
-                    record["changed"] = changed
-                    if changed < cfg.convergence_tol:
+                previous, snapshots[index] = snapshots.get(index), current
+                if previous is not None:
+                    record["changed"] = float((previous != current).float().mean())
+                    if record["changed"] < cfg.convergence_tol:
                         stop_reason = "converged"
                         break
-        return history, stop_reason, labels if whole else None
+        return history, stop_reason, labels if whole and len(preps) == 1 else None
 
     def _sampler(self, prep: _Prepared, cfg: SegmentationConfig) -> PatchSampler:
         size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)

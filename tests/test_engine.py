@@ -1,0 +1,202 @@
+"""The engine on real data: the MNI152 T1 template (bundled 2 mm sample, 4 mm subsample) with tissue
+truth from its grey/white-matter maps, and a photograph from scikit-image.
+
+Segmentations are judged with clusters matched to tissues one-to-one (Hungarian) at exactly 3 labels.
+"""
+import numpy as np
+import pytest
+
+from unsupervised_seg import InputError, SegmentationConfig, Segmenter, Volume, segment, segment_sequence
+from unsupervised_seg.metrics import hungarian_dice
+from unsupervised_seg.simulated_scribbles import extra_stroke, scribbles_from_truth
+
+
+@pytest.fixture(scope="module")
+def unsupervised(mni_4mm):
+    volume, mask, truth = mni_4mm
+    return segment(volume, mask=mask, n_labels=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def scribbled(mni_4mm):
+    """A Segmenter fitted with strokes on three axial slices, its result, the scribbles."""
+    volume, mask, truth = mni_4mm
+    scribbles = scribbles_from_truth(truth, mask, volume.spacing)
+    seg = Segmenter(n_labels=3, seed=0)
+    return seg, seg.fit(volume, scribbles, mask), scribbles
+
+
+def test_unsupervised_mni_dice(unsupervised, mni_4mm):
+    volume, mask, truth = mni_4mm
+    result = unsupervised
+    dice = hungarian_dice(result.labels, truth, mask)
+    assert dice["mean"] >= 0.85, dice
+    assert min(dice["per_class"].values()) >= 0.7, dice  # no tissue swallowed (CSF is 8 % of the brain)
+    assert result.n_labels == 3 and set(np.unique(result.labels[mask])) == {1, 2, 3}
+    assert np.all(result.labels[~mask] == 0)
+    assert result.stop_reason in ("converged", "min_labels") and result.iterations == len(result.history)
+    assert {"loss", "similarity", "continuity", "n_labels"} <= set(result.history[0])
+
+
+def test_labels_ordered_by_intensity(unsupervised, mni_4mm):
+    volume, mask, _ = mni_4mm
+    means = [volume.data[0][unsupervised.labels == k].mean() for k in (1, 2, 3)]
+    assert means == sorted(means)  # CSF < GM < WM on T1: label 1, 2, 3
+
+
+def test_scribbles_mni_dice_and_kept(scribbled, mni_4mm):
+    volume, mask, truth = mni_4mm
+    _, result, scribbles = scribbled
+    dice = hungarian_dice(result.labels, truth, mask)
+    assert dice["mean"] >= 0.88, dice
+    marked = scribbles > 0
+    assert np.mean(result.labels[marked] == scribbles[marked]) >= 0.99
+    # scribble class k is output label k: no matching needed
+    direct = [2 * np.sum((result.labels == k) & (truth == k)) / (np.sum(result.labels == k) + np.sum(truth == k))
+              for k in (1, 2, 3)]
+    assert np.mean(direct) >= 0.88
+
+
+def test_warm_start_refinement_is_fast(scribbled, mni_4mm):
+    volume, mask, truth = mni_4mm
+    seg, cold, scribbles = scribbled
+    worst = min(hungarian_dice(cold.labels, truth, mask)["per_class"].items(), key=lambda kv: kv[1])[0]
+    more = extra_stroke(scribbles, truth, mask, volume.spacing, worst)
+    warm = seg.fit(volume, more, mask)
+    assert warm.stop_reason == cold.stop_reason == "converged"
+    assert warm.iterations <= 0.2 * cold.iterations
+    assert np.mean(warm.labels[more > 0] == more[more > 0]) >= 0.99
+    assert hungarian_dice(warm.labels, truth, mask)["mean"] >= 0.88
+
+
+def test_reproducible_with_seed_and_exact_label_count(mni_4mm):
+    volume, mask, _ = mni_4mm
+    slab = Volume(volume.data[:, :, :, 10:22], volume.spacing)
+    runs = [segment(slab, mask=mask[:, :, 10:22], n_labels=4, max_iter=30, seed=3) for _ in range(2)]
+    assert np.array_equal(runs[0].labels, runs[1].labels)
+    assert runs[0].n_labels == 4
+
+
+def test_reference_mode_consistent_labels_without_retraining(mni_4mm):
+    volume, mask, truth = mni_4mm
+    slabs = [slice(8, 20), slice(20, 32), slice(32, 44)]  # neighbouring axial slabs
+    vols = [Volume(volume.data[:, :, :, s], volume.spacing) for s in slabs]
+    masks = [mask[:, :, s] for s in slabs]
+    seg = Segmenter(n_labels=3, seed=0, max_iter=60)
+    seg.fit_reference(vols[:2], masks[:2])
+    state = {k: v.clone() for k, v in seg.network.state_dict().items()}
+    matchings = []
+    for vol, m, s in zip(vols, masks, slabs):
+        result = seg.predict(vol, m)
+        assert result.iterations == 0
+        dice = hungarian_dice(result.labels, truth[:, :, s], m)
+        assert dice["mean"] >= 0.8, dice
+        matchings.append(dice["matching"])
+    assert matchings[0] == matchings[1] == matchings[2]  # the same label means the same tissue in every image
+    assert all(np.array_equal(v, seg.network.state_dict()[k]) for k, v in state.items())  # no training in predict
+
+
+def test_sequence_mode_keeps_labels_over_frames(mni_4mm):
+    volume, mask, truth = mni_4mm
+    slabs = [slice(14, 26), slice(16, 28), slice(18, 30)]  # a "moving" field of view
+    frames = [Volume(volume.data[:, :, :, s], volume.spacing) for s in slabs]
+    results = segment_sequence(frames, masks=[mask[:, :, s] for s in slabs], n_labels=3, seed=0, max_iter=80,
+                               warm_max_iter=20)
+    matchings = [hungarian_dice(r.labels, truth[:, :, s], mask[:, :, s])["matching"] for r, s in zip(results, slabs)]
+    assert matchings[0] == matchings[1] == matchings[2]
+    assert all(r.iterations <= 20 for r in results[1:])
+
+
+def test_patches_agree_at_seams(mni_4mm):
+    """Training on patches and predicting by sliding window gives the labels a whole-volume pass gives."""
+    volume, mask, truth = mni_4mm
+    seg = Segmenter(n_labels=3, seed=0, max_iter=100, max_voxels=20_000, patch_size=(24, 24, 24), patch_batch=2)
+    result = seg.fit(volume, mask=mask)
+    assert hungarian_dice(result.labels, truth, mask)["mean"] >= 0.83
+    seg.config = seg.config.replace(max_voxels=10 ** 9)  # now one pass over the whole crop
+    whole = seg.predict(volume, mask)
+    assert np.mean(whole.labels[mask] == result.labels[mask]) >= 0.995
+
+
+def test_save_load_predicts_the_same(tmp_path, mni_4mm):
+    volume, mask, _ = mni_4mm
+    seg = Segmenter(n_labels=3, seed=0, max_iter=15)
+    seg.fit(volume, mask=mask)
+    seg.save(tmp_path / "model.pt")
+    again = Segmenter.load(tmp_path / "model.pt")
+    assert np.array_equal(seg.predict(volume, mask).labels, again.predict(volume, mask).labels)
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(InputError, match="bad.pt"):
+        Segmenter.load(tmp_path / "bad.pt")
+
+
+def test_multichannel_input(mni_4mm):
+    """Two co-registered 'sequences': the T1 and an inverted, noisy contrast (T2-like)."""
+    volume, mask, truth = mni_4mm
+    t1 = volume.data[0].astype(np.float32)
+    rng = np.random.default_rng(0)
+    t2 = (t1.max() - t1) * 2.0 + rng.normal(0, 5, t1.shape)
+    result = segment(Volume(np.stack([t1, t2]), volume.spacing), mask=mask, n_labels=3, seed=0, max_iter=60)
+    assert hungarian_dice(result.labels, truth, mask)["mean"] >= 0.85
+
+
+def test_rgb_photograph_with_reference_defaults():
+    """The paper's 2D setting: an RGB photo, q = 100, nConv = 2, mu = nu = 1, lr 0.1, no initialisation."""
+    from skimage import data, transform
+
+    photo = transform.resize(data.coffee(), (100, 150), anti_aliasing=True)  # real photo, (H, W, 3) in [0, 1]
+    volume = Volume.from_array(photo, channel_axis=-1)
+    cfg = SegmentationConfig(max_iter=60, seed=0)
+    assert cfg.resolved(2).n_clusters == 100 and cfg.resolved(2).init == "none"
+    result = segment(volume, config=cfg)
+    labels = result.labels
+    assert labels.shape == (100, 150) and labels.min() >= 1
+    assert 2 <= result.n_labels < 100  # clusters merged from 100 channels
+    assert result.history[-1]["n_labels"] < result.history[0]["n_labels"]
+    # spatial continuity: most pixels share the label of their right and lower neighbours
+    same = (np.mean(labels[:, 1:] == labels[:, :-1]) + np.mean(labels[1:] == labels[:-1])) / 2
+    assert same >= 0.85
+    # the cup (a dark region at the centre) and the saucer rim (bright) get different labels
+    assert labels[50, 75] != labels[85, 20] or np.unique(labels).size == 2
+
+
+@pytest.mark.parametrize("case, match", [
+    ("nan", "NaN"), ("inf", "NaN/Inf"), ("constant", "constant"), ("shape", "shape"), ("negative", "negative"),
+    ("too_many", "more than"), ("empty_roi", "empty"), ("four_d", "spatial dimensions"),
+])
+def test_bad_input_gives_one_clear_error(case, match):
+    data = np.random.default_rng(0).random((1, 12, 12, 12)).astype(np.float32)
+    scribbles, mask = None, None
+    if case == "nan":
+        data[0, 3, 3, 3] = np.nan
+    elif case == "inf":
+        data[0, 3, 3, 3] = np.inf
+    elif case == "constant":
+        data[:] = 7.0
+    elif case == "shape":
+        scribbles = np.zeros((12, 12, 11), int)
+    elif case == "negative":
+        scribbles = np.zeros((12, 12, 12), int)
+        scribbles[0, 0, 0] = -1
+    elif case == "too_many":
+        scribbles = np.zeros((12, 12, 12), int)
+        scribbles[0, 0, 0] = 500
+    elif case == "empty_roi":
+        mask = np.zeros((12, 12, 12), bool)
+    elif case == "four_d":
+        data = np.zeros((1, 4, 4, 4, 4), np.float32)
+    volume = Volume(data, source="case.nii.gz")
+    with pytest.raises(InputError, match=match) as info:
+        segment(volume, scribbles=scribbles, mask=mask, max_iter=2)
+    assert "case.nii.gz" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_device_auto_is_cpu_here():
+    from unsupervised_seg.segmenter import resolve_device
+
+    import torch
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA"):
+            resolve_device("cuda")
