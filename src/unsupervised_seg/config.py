@@ -7,8 +7,8 @@ from typing import Optional, Tuple
 
 # Defaults that differ between 2D images (the reference code's) and 3D volumes (tuned on MNI152
 # for CPU speed; see benchmarks/RESULTS.md).
-DEFAULTS_2D = {"n_clusters": 100, "init": "none", "init_iter": 0, "lr_half_life": 0}
-DEFAULTS_3D = {"n_clusters": 32, "init": "gmm", "init_iter": 100, "lr_half_life": 25}
+DEFAULTS_2D = {"n_clusters": 100, "init": "none", "init_iter": 0, "lr_half_life": 0, "coarse_voxels": 0}
+DEFAULTS_3D = {"n_clusters": 32, "init": "gmm", "init_iter": 100, "lr_half_life": 25, "coarse_voxels": 300_000}
 
 
 @dataclass
@@ -41,6 +41,9 @@ class SegmentationConfig:
     convergence_window: int = 10  # ... over this many iterations for the run to count as converged
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # coarse to fine: a volume whose ROI box holds more voxels than this is fitted at half resolution
+    # (recursively) and the network then predicts at full resolution (0: off)
+    coarse_voxels: Optional[int] = None
     # large volumes: random patches for training, sliding window for prediction
     max_voxels: int = 2_000_000  # above this many voxels, train on patches
     patch_size: Optional[Tuple[int, ...]] = None  # None: chosen from the memory available

@@ -17,7 +17,7 @@ from .losses import ClusteringLoss
 from .network import ClusteringNet
 from .patches import PatchSampler, choose_patch_size, sliding_window_response
 from .scribbles import scribble_classes, validate_scribbles
-from .volume import Volume, normalise_intensity, validate_mask, validate_volume
+from .volume import Volume, halve_resolution, normalise_intensity, validate_mask, validate_volume
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,13 @@ class Segmenter:
         keep_labels: keep the channel -> label mapping of the previous fit (sequence mode).
         """
         start = time.perf_counter()
+        if self._is_large(volume, scribbles, mask):  # coarse to fine: train on a half-resolution copy
+            coarse = self.fit(*halve_resolution(volume, scribbles, mask), max_iter, progress, keep_labels)
+            result = self.predict(volume, mask, progress)
+            result.iterations, result.stop_reason = coarse.iterations, coarse.stop_reason
+            result.history = [dict(entry, level=entry.get("level", 0) + 1) for entry in coarse.history]
+            result.seconds = time.perf_counter() - start
+            return result
         prep = self._prepare(volume, scribbles, mask)
         cfg = self._ensure_network(volume.spatial_dims, volume.n_channels)
         history, stop_reason, final_labels = self._optimise([prep], cfg, max_iter or cfg.max_iter, progress)
@@ -153,6 +160,16 @@ class Segmenter:
             progress({"stage": "done", "iteration": len(history), "n_labels": result.n_labels,
                       "stop_reason": stop_reason})
         return result
+
+    def _is_large(self, volume: Volume, scribbles, mask) -> bool:
+        """Whether the ROI's box holds more than ``coarse_voxels`` voxels (then fit() trains at half
+        resolution, recursively, and predicts at full resolution: the network applies unchanged)."""
+        validate_volume(volume)  # bad input is reported with the caller's shapes, not the coarse ones
+        cfg = self.config.resolved(volume.spatial_dims)
+        roi = validate_mask(mask, volume)
+        validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source)
+        box = volume.spatial_shape if roi is None else [s.stop - s.start for s in _bounding_box(roi, margin=2)]
+        return bool(cfg.coarse_voxels) and int(np.prod(box)) > cfg.coarse_voxels
 
     def fit_reference(self, volumes: Sequence[Volume], masks: Optional[Sequence] = None,
                       max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None) -> List[dict]:

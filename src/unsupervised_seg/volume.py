@@ -117,3 +117,31 @@ def normalise_intensity(volume: Volume, roi: Optional[np.ndarray], lower: float 
         if roi is not None:
             channel[~roi] = np.median(channel[roi])
     return data
+
+
+def halve_resolution(volume: Volume, scribbles: Optional[np.ndarray], mask: Optional[np.ndarray]):
+    """The volume at half resolution (2x2(x2) blocks), for coarse-to-fine fitting.
+
+    Image: block means; spacing doubles. Mask: blocks at least half inside. Scribbles: the largest
+    class id in each block, so that one-voxel-thin strokes survive. Shapes round up.
+    Returns (Volume (C, *ceil(spatial / 2)), scribbles or None, mask or None).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    dims = volume.spatial_dims
+    avg, peak = (F.avg_pool2d, F.max_pool2d) if dims == 2 else (F.avg_pool3d, F.max_pool3d)
+
+    def pool(array, op, dtype=torch.float32):
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
+        if op is avg:  # mean over the voxels that exist (edge blocks may be partial)
+            return avg(tensor[None], 2, ceil_mode=True, count_include_pad=False)[0].numpy()
+        return op(tensor[None], 2, ceil_mode=True)[0].numpy()
+
+    data = pool(volume.data, avg)
+    coarse_mask = None if mask is None else pool(np.asarray(mask, np.float32)[None], avg)[0] >= 0.5
+    if coarse_mask is not None and not coarse_mask.any():
+        coarse_mask = pool(np.asarray(mask, np.float32)[None], peak)[0] > 0
+    coarse_scribbles = None if scribbles is None else pool(np.asarray(scribbles)[None], peak, torch.float64)[0]
+    coarse = Volume(data, tuple(2 * s for s in volume.spacing), None, volume.source)
+    return coarse, None if coarse_scribbles is None else coarse_scribbles.astype(np.int64), coarse_mask
