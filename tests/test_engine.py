@@ -223,5 +223,5 @@ def test_halve_resolution_keeps_thin_strokes():
     assert coarse.spatial_shape == (3, 3, 4) and coarse.spacing == (2.0, 3.0, 4.0)
     assert coarse.data[0, 0, 0, 0] == pytest.approx(data[0, :2, :2, :2].mean())
     assert coarse.data[0, 2, 2, 3] == pytest.approx(data[0, 4:, 4:, 6:].mean())  # partial edge block
-    assert set(np.unique(coarse_scribbles)) == {0, 2} and np.count_nonzero(coarse_scribbles) == 2
+    assert set(np.unique(coarse_scribbles)) == {0, 2} and np.count_nonzero(coarse_scribbles) == 3  # rows 1, 2-3, 4
     assert coarse_mask.all()
