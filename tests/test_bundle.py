@@ -134,7 +134,8 @@ def test_inference_writes_engine_labels_on_input_grid(dataset, single_run):
         mask = dataset["masks"].get(name)
         if name in masks_with_truth:  # the bundle is the engine: same seed, same labels (one run with scribbles)
             expected = segment(_load_volume(source), dataset["scribbles"].get(name), mask, config).labels
-            np.testing.assert_array_equal(labels, expected)
+            # another process may sum floats in another order (thread count): a few argmax ties may flip
+            assert np.mean(labels != expected) <= 1e-4, np.argwhere(labels != expected)[:10]
             dice = hungarian_dice(labels, dataset["truth"][name], mask)["mean"]
             assert dice > 0.7, (name, dice)
             assert (labels[~mask] == 0).all()
