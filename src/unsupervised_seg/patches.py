@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
-import numpy as np
 import torch
 
 log = logging.getLogger(__name__)

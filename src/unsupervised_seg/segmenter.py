@@ -60,7 +60,7 @@ class _Prepared:
     """One volume ready for the network, cropped to the ROI's bounding box.
 
     image (1, C, *crop) float32; scribbles (1, *crop) long or None; roi (1, *crop) bool; targets below;
-    crop: slices of the crop in the full grid; full_roi: (*spatial) bool; intensity: (C, *crop) numpy.
+    crop: slices of the crop in the full grid; full_roi: (*spatial) bool.
     """
 
     image: torch.Tensor

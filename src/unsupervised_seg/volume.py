@@ -1,7 +1,7 @@
 """The Volume the engine works on, its validation and intensity normalisation."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -43,10 +43,6 @@ class Volume:
     @property
     def n_channels(self) -> int:
         return self.data.shape[0]
-
-    def with_data(self, data: np.ndarray) -> "Volume":
-        """Same grid and metadata, other voxel values (e.g. labels for a writer)."""
-        return replace(self, data=data, meta=dict(self.meta))
 
     @classmethod
     def from_array(cls, array, spacing: Sequence[float] = (), channel_axis: Optional[int] = None, **kw) -> "Volume":
@@ -108,9 +104,8 @@ def normalise_intensity(volume: Volume, roi: Optional[np.ndarray], lower: float 
         if hi <= lo:  # heavy-tailed or nearly constant: fall back to the full range
             lo, hi = float(inside.min()), float(inside.max())
         if hi <= lo:
-            where = "inside the ROI" if roi is not None else ""
-            raise InputError(f"channel {c} is constant {where}(value {lo:g}): nothing to segment".replace("  ", " "),
-                             volume.source)
+            where = " inside the ROI" if roi is not None else ""
+            raise InputError(f"channel {c} is constant{where} (value {lo:g}): nothing to segment", volume.source)
         channel -= lo
         channel /= hi - lo
         np.clip(channel, 0.0, 1.0, out=channel)
