@@ -1,9 +1,10 @@
 """Segmenter: test-time optimisation of a ClusteringNet on one volume (or a set), and prediction."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -13,7 +14,7 @@ from .config import SegmentationConfig
 from .errors import InputError
 from .initialisation import initial_channels
 from .labels import assign_labels
-from .losses import ClusteringLoss
+from .losses import ClusteringLoss, scribble_loss
 from .network import ClusteringNet
 from .patches import PatchSampler, choose_patch_size, sliding_window_response
 from .scribbles import scribble_classes, validate_scribbles
@@ -74,10 +75,32 @@ class _Prepared:
     n_scribble_classes: int
 
 
+# Largest full-resolution feature cache kept for head-only refinement (float32 bytes).
+_CACHE_BYTES = 2 ** 30
+# Voxels per chunk when the pointwise head is applied to cached ROI features.
+_HEAD_CHUNK = 2 ** 20
+
+
+@dataclass
+class _RefineCache:
+    """What a refinement of the same volume reuses: its key (image, spacing and mask digest), the number of
+    scribble classes fitted, the training level (number of halvings), the training-level prep whose image
+    is the eval-mode features (1, q, *crop), and the full-resolution prep with its ROI voxels' features (q, N)."""
+
+    key: str
+    n_scribble_classes: int
+    level: int
+    train: _Prepared
+    full: _Prepared
+    full_features: torch.Tensor
+
+
 class Segmenter:
     """Stateful test-time clustering: the network and optimiser persist between calls.
 
-    fit(volume, scribbles, mask)  -> SegmentationResult; a second fit warm-starts from the first.
+    fit(volume, scribbles, mask)  -> SegmentationResult; a second fit warm-starts from the first
+                                     (on the same volume without new scribble classes only the
+                                     clustering head is retrained, on cached features: a refinement).
     fit_reference([volumes])      -> trains one network on several images (reference mode).
     predict(volume, mask)         -> labels without optimisation, consistent with the fit.
     save(path) / Segmenter.load(path).
@@ -91,9 +114,11 @@ class Segmenter:
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.channel_to_label: Optional[np.ndarray] = None  # (q,) int: output label of each response channel
         self.iterations_done = 0
+        self._cache: Optional[_RefineCache] = None
 
     # ------------------------------------------------------------------ set-up
-    def _prepare(self, volume: Volume, scribbles=None, mask=None) -> _Prepared:
+    def _prepare(self, volume: Volume, scribbles=None, mask=None, targets: bool = True) -> _Prepared:
+        """Validate, normalise and crop; ``targets``: also cluster the intensities for the initial fit."""
         validate_volume(volume)
         roi = validate_mask(mask, volume)
         cfg = self.config.resolved(volume.spatial_dims)
@@ -116,7 +141,7 @@ class Segmenter:
         scr_t = None if scribbles is None else torch.from_numpy(np.ascontiguousarray(scribbles[crop]))[None]
         n_classes = scribble_classes(scribbles)
         prep = _Prepared(image, scr_t, roi_t, None, crop, volume.spatial_shape, full_roi, volume.spacing, n_classes)
-        if cfg.init != "none" and cfg.init_iter > 0:  # on warm starts too: new scribble classes need targets
+        if targets and cfg.init != "none" and cfg.init_iter > 0:  # warm starts too: new scribble classes need targets
             k = cfg.init_clusters or cfg.n_labels or cfg.min_labels
             crop_scr = None if scribbles is None else scribbles[crop]
             prep.targets = torch.from_numpy(initial_channels(cfg.init, image[0].numpy(), roi_t[0].numpy(), k,
@@ -131,6 +156,24 @@ class Segmenter:
             self.optimizer = torch.optim.SGD(self.network.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         return cfg
 
+    def _training_level(self, volume: Volume, scribbles, mask):
+        """Coarse to fine: halve (volume, scribbles, mask) until the ROI's box holds at most ``coarse_voxels``
+        voxels (0: never). The network trains there and predicts at full resolution unchanged.
+
+        Returns (volume, scribbles, mask, number of halvings). Bad input is reported with the caller's shapes.
+        """
+        level = 0
+        while True:
+            validate_volume(volume)
+            cfg = self.config.resolved(volume.spatial_dims)
+            roi = validate_mask(mask, volume)
+            validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source)
+            box = volume.spatial_shape if roi is None else [s.stop - s.start for s in _bounding_box(roi, margin=2)]
+            if not cfg.coarse_voxels or int(np.prod(box)) <= cfg.coarse_voxels:
+                return volume, scribbles, mask, level
+            volume, scribbles, mask = halve_resolution(volume, scribbles, mask)
+            level += 1
+
     # ------------------------------------------------------------------ training
     def fit(self, volume: Volume, scribbles=None, mask=None, max_iter: Optional[int] = None,
             progress: Optional[ProgressCallback] = None, keep_labels: bool = False) -> SegmentationResult:
@@ -138,38 +181,74 @@ class Segmenter:
 
         volume: Volume (C, *spatial); scribbles: (*spatial) int, 0 = unlabelled; mask: (*spatial) ROI.
         keep_labels: keep the channel -> label mapping of the previous fit (sequence mode).
+        Refitting the volume of the previous fit with no new scribble class (the user added or erased
+        strokes) retrains only the clustering head on the cached features of that fit: a refinement in
+        a fraction of the first fit's time.
         """
         start = time.perf_counter()
-        if self._is_large(volume, scribbles, mask):  # coarse to fine: train on a half-resolution copy
-            coarse = self.fit(*halve_resolution(volume, scribbles, mask), max_iter, progress, keep_labels)
-            result = self.predict(volume, mask, progress)
-            result.iterations, result.stop_reason = coarse.iterations, coarse.stop_reason
-            result.history = [dict(entry, level=entry.get("level", 0) + 1) for entry in coarse.history]
-            result.seconds = time.perf_counter() - start
-            return result
-        prep = self._prepare(volume, scribbles, mask)
-        cfg = self._ensure_network(volume.spatial_dims, volume.n_channels)
-        history, stop_reason, final_labels = self._optimise([prep], cfg, max_iter or cfg.max_iter, progress)
-        if final_labels is None:  # patch mode: labels from a sliding-window prediction
-            response = self._response(prep, cfg, progress)
-            final_labels = response.argmax(0)
-        channel_labels = final_labels.numpy()
-        self.channel_to_label = self._assign(channel_labels, prep, cfg, keep_labels)
-        result = self._result(channel_labels, prep, cfg, len(history), stop_reason, history, start)
+        validate_volume(volume)
+        cfg = self.config.resolved(volume.spatial_dims)
+        validate_mask(mask, volume)
+        n_classes = scribble_classes(validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters,
+                                                        volume.source))
+        key, cache = _volume_key(volume, mask), self._cache
+        refining = cache is not None and cache.key == key and n_classes <= cache.n_scribble_classes and not keep_labels
+        history, stop_reason = [], "converged"
+        if refining:
+            log.info("%s: same volume, no new scribble class: refining the clustering head only", volume.source)
+            level, train = cache.level, cache.train
+            full, full_features = replace(cache.full, n_scribble_classes=n_classes), cache.full_features
+        else:
+            *train_args, level = self._training_level(volume, scribbles, mask)
+            prep = self._prepare(*train_args)
+            cfg = self._ensure_network(volume.spatial_dims, volume.n_channels)
+            history, stop_reason = self._optimise([prep], cfg, max_iter or cfg.max_iter, progress, self.network)
+            if prep.roi.numel() <= cfg.max_voxels:
+                self._calibrate_batchnorm(prep.image)
+            full = prep if level == 0 else self._prepare(volume, scribbles, mask, targets=False)
+            full_features = self._roi_features(full, cfg, progress)
+            self._cache = self._refine_cache(key, level, prep, full, full_features, cfg)
+            train = None if self._cache is None else self._cache.train
+        strokes = _strokes(full, full_features, scribbles, volume.spatial_dims)
+        if strokes is not None and train is not None and (refining or level > 0):
+            # the head learns the strokes at full resolution (coarse training saw them block-pooled)
+            head_history, stop_reason = self._optimise([train], cfg, max_iter or cfg.max_iter, progress,
+                                                       self.network.head, strokes)
+            history += [dict(entry, phase="head") for entry in head_history]
+        channel_labels = self._channels(full, full_features)
+        self.channel_to_label = self._assign(channel_labels, full, cfg, keep_labels)
+        if level:
+            history = [dict(entry, level=level) for entry in history]
+        result = self._result(channel_labels, full, len(history), stop_reason, history, start)
         if progress:
             progress({"stage": "done", "iteration": len(history), "n_labels": result.n_labels,
                       "stop_reason": stop_reason})
         return result
 
-    def _is_large(self, volume: Volume, scribbles, mask) -> bool:
-        """Whether the ROI's box holds more than ``coarse_voxels`` voxels (then fit() trains at half
-        resolution, recursively, and predicts at full resolution: the network applies unchanged)."""
-        validate_volume(volume)  # bad input is reported with the caller's shapes, not the coarse ones
-        cfg = self.config.resolved(volume.spatial_dims)
-        roi = validate_mask(mask, volume)
-        validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source)
-        box = volume.spatial_shape if roi is None else [s.stop - s.start for s in _bounding_box(roi, margin=2)]
-        return bool(cfg.coarse_voxels) and int(np.prod(box)) > cfg.coarse_voxels
+    @torch.no_grad()
+    def _calibrate_batchnorm(self, image: torch.Tensor) -> None:
+        """Set BatchNorm running statistics to those of ``image`` (1, C, *crop), the training crop, so that
+        eval-mode prediction normalises as the training steps did (not by a lagging moving average)."""
+        norms = [m for m in self.network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 1.0
+        self.network.train()
+        self.network(image.to(self.device))
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+    def _refine_cache(self, key, level, train: _Prepared, full: _Prepared, full_features: torch.Tensor,
+                      cfg) -> Optional[_RefineCache]:
+        """The cache for a later head-only refinement, or None when training used patches or the
+        features would exceed _CACHE_BYTES."""
+        if train.roi.numel() > cfg.max_voxels or (full_features.numel() + train.roi.numel() * full_features.shape[1]) * 4 > _CACHE_BYTES:
+            return None
+        with torch.no_grad():
+            self.network.eval()
+            train_features = self.network.features(train.image.to(self.device)).cpu()
+        train = replace(train, image=train_features, scribbles=None, targets=None)
+        return _RefineCache(key, full.n_scribble_classes, level, train, full, full_features)
 
     def fit_reference(self, volumes: Sequence[Volume], masks: Optional[Sequence] = None,
                       max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None) -> List[dict]:
@@ -187,9 +266,10 @@ class Segmenter:
         if len(dims) > 1 or len(channels) > 1:
             raise InputError("reference images must share spatial dimensions and channel count")
         cfg = self._ensure_network(volumes[0].spatial_dims, volumes[0].n_channels)
-        history, _, _ = self._optimise(preps, cfg, max_iter or cfg.max_iter, progress)
-        labels = self._response(preps[0], cfg, progress).argmax(0).numpy()
-        self.channel_to_label = self._assign(labels, preps[0], cfg)
+        self._cache = None
+        history, _ = self._optimise(preps, cfg, max_iter or cfg.max_iter, progress, self.network)
+        channel_labels = self._channels(preps[0], self._roi_features(preps[0], cfg, progress))
+        self.channel_to_label = self._assign(channel_labels, preps[0], cfg)
         return history
 
     def _assign(self, channel_labels: np.ndarray, prep: _Prepared, cfg, keep: bool = False) -> np.ndarray:
@@ -199,21 +279,25 @@ class Segmenter:
                              prep.n_scribble_classes, cfg.n_labels, previous)
 
     def _optimise(self, preps: List[_Prepared], cfg: SegmentationConfig, max_iter: int,
-                  progress: Optional[ProgressCallback]):
-        """Run SGD steps until a stopping rule holds. Returns (history, stop_reason, labels or None).
+                  progress: Optional[ProgressCallback], model: torch.nn.Module, strokes=None):
+        """Run SGD steps of ``model`` until a stopping rule holds.
 
+        model: the network, trained with batch statistics; or its head on cached features (preps' images
+        are then features), trained in eval mode (BatchNorm running statistics) with the scribble loss on
+        ``strokes`` = (features (1, q, M, 1[, 1]), classes (1, M, 1[, 1])) of the full-resolution strokes.
         Below the voxel budget every step sees one whole crop (images in turn), otherwise random patches.
-        With one whole image the last step's argmax (crop-shaped long tensor) is returned, else None.
+        Returns (history, stop_reason).
         """
-        net, opt = self.network, self.optimizer
+        batch_statistics = model is self.network
+        opt = self.optimizer
         loss_fn = ClusteringLoss(cfg.sim_weight, cfg.con_weight, cfg.scr_weight, preps[0].spacing)
         n_classes = max(p.n_scribble_classes for p in preps)
         min_labels = max(cfg.min_labels, n_classes, cfg.n_labels or 0)
         whole = all(p.roi.numel() <= cfg.max_voxels for p in preps)
         samplers = None if whole else [self._sampler(p, cfg) for p in preps]
         snapshots: dict = {}  # image index -> its labels at the last check, to tell convergence
-        history, stop_reason, labels = [], "max_iter", None
-        net.train()
+        history, stop_reason = [], "max_iter"
+        model.train(batch_statistics)
         for it in range(1, max_iter + 1):
             index = (it - 1) % len(preps)
             prep = preps[index]
@@ -227,10 +311,13 @@ class Segmenter:
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * 0.5 ** (self.iterations_done / cfg.lr_half_life)
             opt.zero_grad(set_to_none=True)
-            response = net(image)
+            response = model(image)
             pseudo = response.detach().argmax(1)
             initialising = batch.get("targets") is not None and it <= cfg.init_iter
             parts = loss_fn(response, batch["targets"] if initialising else pseudo, roi, scr)
+            if strokes is not None:
+                parts["scribble"] = scribble_loss(model(strokes[0]), strokes[1])
+                parts["loss"] = parts["loss"] + cfg.scr_weight * parts["scribble"]
             parts["loss"].backward()
             opt.step()
             n_now = int(torch.unique(pseudo[roi]).numel())
@@ -239,21 +326,19 @@ class Segmenter:
             self.iterations_done += 1
             if progress:
                 progress({"stage": "fit", "max_iter": max_iter, **record})
-            if whole:
-                labels = pseudo[0].cpu()
-            if n_now <= min_labels and not initialising:
+            if n_now <= min_labels < history[0]["n_labels"] and not initialising:  # fell to min_labels
                 stop_reason = "min_labels"
                 break
             if it % cfg.convergence_window == 0 or it == 1:  # it == 1: labels before any step (warm starts)
                 current = pseudo[roi].cpu() if whole else self._probe_labels(samplers[index])
-                net.train()
+                model.train(batch_statistics)
                 previous, snapshots[index] = snapshots.get(index), current
                 if previous is not None:
                     record["changed"] = float((previous != current).float().mean())
                     if record["changed"] < cfg.convergence_tol:
                         stop_reason = "converged"
                         break
-        return history, stop_reason, labels if whole and len(preps) == 1 else None
+        return history, stop_reason
 
     def _sampler(self, prep: _Prepared, cfg: SegmentationConfig) -> PatchSampler:
         size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
@@ -268,26 +353,39 @@ class Segmenter:
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
-    def _response(self, prep: _Prepared, cfg: SegmentationConfig, progress=None) -> torch.Tensor:
-        """Eval-mode response (q, *crop) on CPU; sliding window when the crop exceeds the voxel budget."""
+    def _roi_features(self, prep: _Prepared, cfg: SegmentationConfig, progress=None) -> torch.Tensor:
+        """Eval-mode features (N, q) of the N ROI voxels of the crop, on the CPU; sliding window when the
+        crop exceeds the voxel budget."""
         self.network.eval()
         if prep.roi.numel() <= cfg.max_voxels:
-            return self.network(prep.image.to(self.device))[0].cpu()
-        size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
-        return sliding_window_response(self.network, prep.image, size, cfg, self.device, progress)
+            features = self.network.features(prep.image.to(self.device))[0].cpu()
+        else:
+            size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
+            features = sliding_window_response(self.network.features, prep.image, size, cfg, self.device, progress)
+        return features[:, prep.roi[0]].T.contiguous()
+
+    @torch.no_grad()
+    def _channels(self, prep: _Prepared, roi_features: torch.Tensor) -> np.ndarray:
+        """Argmax channels of the eval-mode head: (N, q) ROI features -> (*crop) int64, 0 outside the ROI."""
+        self.network.eval()
+        channels = torch.cat([self.network.head(_pointwise(chunk.to(self.device), self.network.spatial_dims)).flatten(1).argmax(1).cpu()
+                              for chunk in roi_features.split(_HEAD_CHUNK)])
+        crop = torch.zeros(prep.roi.shape[1:], dtype=torch.long)
+        crop[prep.roi[0]] = channels
+        return crop.numpy()
 
     def predict(self, volume: Volume, mask=None, progress: Optional[ProgressCallback] = None) -> SegmentationResult:
         """Segment ``volume`` with the trained network, without optimisation (reference mode)."""
         if self.network is None:
             raise InputError("the segmenter has not been fitted: fit it or load a model first")
         start = time.perf_counter()
-        prep = self._prepare(volume, None, mask)
+        prep = self._prepare(volume, None, mask, targets=False)
         cfg = self.config.resolved(volume.spatial_dims)
-        channel_labels = self._response(prep, cfg, progress).argmax(0).numpy()
+        channel_labels = self._channels(prep, self._roi_features(prep, cfg, progress))
         self.channel_to_label = self._assign(channel_labels, prep, cfg, keep=True)
-        return self._result(channel_labels, prep, cfg, 0, "predict", [], start)
+        return self._result(channel_labels, prep, 0, "predict", [], start)
 
-    def _result(self, channel_labels: np.ndarray, prep: _Prepared, cfg, iterations, stop_reason, history,
+    def _result(self, channel_labels: np.ndarray, prep: _Prepared, iterations, stop_reason, history,
                 start) -> SegmentationResult:
         labels = np.zeros(prep.full_shape, np.int32)
         labels[prep.crop] = self.channel_to_label[channel_labels]
@@ -323,6 +421,34 @@ class Segmenter:
         seg.channel_to_label = np.asarray(state["channel_to_label"])
         seg.iterations_done = int(state["iterations_done"])
         return seg
+
+
+def _pointwise(features: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """(M, q) voxel features -> (M, q, 1[, 1], 1): a batch of one-voxel images for the pointwise head."""
+    return features.reshape(tuple(features.shape) + (1,) * spatial_dims)
+
+
+def _strokes(full: _Prepared, roi_features: torch.Tensor, scribbles, spatial_dims: int):
+    """Features and classes of the scribbled ROI voxels at full resolution, as one-voxel images for the
+    head: ((M, q, 1, ...), (M, 1, ...)); None without scribbles."""
+    if scribbles is None:
+        return None
+    values = torch.from_numpy(np.asarray(scribbles, np.int64)[full.crop][full.roi[0].numpy()])  # (N,)
+    marked = values > 0
+    if not marked.any():
+        return None
+    features = _pointwise(roi_features[marked], spatial_dims)
+    return features, values[marked].reshape((-1,) + tuple(features.shape[2:]))
+
+
+def _volume_key(volume: Volume, mask) -> str:
+    """Digest of a volume's data, spacing and mask: tells a refit of the same volume."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(volume.data).tobytes())
+    digest.update(repr(tuple(volume.spacing)).encode())
+    if mask is not None:
+        digest.update(np.packbits(np.asarray(mask) > 0).tobytes())
+    return digest.hexdigest()
 
 
 def _bounding_box(mask: np.ndarray, margin: int) -> tuple:
