@@ -171,8 +171,10 @@ def _case_table(entry: dict, gpu: bool) -> list:
             notes.append(f"stop: {r['stop_reason']}")
         if "refinement" in r:
             ref = r["refinement"]
-            notes.append(f"refine (+{ref['added_voxels']} vox of class {ref['class']}): {ref['seconds']:.1f} s = "
-                         f"{ref['time_ratio']:.0%} of first fit, {ref['iterations']} it, Dice {ref['dice']:.3f}")
+            notes.append(f"refine (corrective stroke, {ref['added_voxels']} vox of class {ref['class']}, "
+                         f"{ref['stroke_correct_before']:.0%} -> {ref['stroke_correct_after']:.0%} of it right): "
+                         f"{ref['seconds']:.2f} s = {ref['time_ratio']:.0%} of first fit, {ref['iterations']} it, "
+                         f"Dice {ref['dice']:.3f}")
         row = [f"**{method}**" if method == ENGINE else method, _fmt(r["dice_mean"])]
         row += [_fmt(r["dice_per_class"].get(c)) for c in classes]
         row += [_fmt(r["seconds"], ".2f"), _fmt(r.get("iterations"), "d"), _fmt(r["peak_rss_mb"], ".0f")]

@@ -13,7 +13,7 @@ sys.path.insert(0, str(BENCH))
 
 from cases import add_scan_artefacts, make_case  # noqa: E402
 from run import score  # noqa: E402
-from unsupervised_seg.simulated_scribbles import extra_stroke, scribbles_from_truth  # noqa: E402
+from unsupervised_seg.simulated_scribbles import corrective_stroke, scribbles_from_truth  # noqa: E402
 
 
 def test_scribbles_are_thin_strokes_inside_their_class(mni_2mm):
@@ -27,11 +27,15 @@ def test_scribbles_are_thin_strokes_inside_their_class(mni_2mm):
     for k in (1, 2, 3):  # 2 mm erosion at 2 mm spacing: the in-plane 3x3 neighbourhood is all class k
         core = ndi.binary_erosion(truth == k, np.ones((3, 3, 1), bool))
         assert core[scribbles == k].all()
-    more = extra_stroke(scribbles, truth, mask, volume.spacing, class_id=1)
+    labels = np.where(truth == 1, 2, truth)  # a "segmentation" that missed the CSF everywhere
+    more = corrective_stroke(scribbles, truth, labels, mask, volume.spacing, class_id=1)
     added = (more > 0) & ~marked
     assert added.any() and set(np.unique(more[added])) == {1}
+    assert np.all(truth[added] == 1) and np.all(labels[added] != 1)  # drawn through the error
     assert np.array_equal(more[marked], scribbles[marked])
-    assert np.flatnonzero(added.any(axis=(0, 1))).size == 1
+    assert np.flatnonzero(added.any(axis=(0, 1))).size == 1  # one stroke on one slice
+    with pytest.raises(ValueError, match="no error of class 1"):
+        corrective_stroke(scribbles, truth, truth, mask, volume.spacing, class_id=1)
 
 
 def test_dice_of_truth_is_one_and_of_shuffled_labels_lower(mni_4mm):

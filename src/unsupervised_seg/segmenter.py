@@ -34,7 +34,9 @@ class SegmentationResult:
     n_labels:    number of distinct labels inside the ROI.
     iterations:  optimisation steps taken (0 for predict).
     stop_reason: "min_labels", "converged", "max_iter" or "predict".
-    history:     one dict per iteration: iteration, loss, similarity, continuity, scribble, n_labels.
+    history:     one dict per iteration: iteration, phase ("network", or "head" when only the clustering
+                 head trains on cached features), loss, similarity, continuity, scribble, n_labels, and
+                 level (number of halvings) when trained coarse to fine.
     """
 
     labels: np.ndarray
@@ -113,7 +115,7 @@ class Segmenter:
         self.network: Optional[ClusteringNet] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.channel_to_label: Optional[np.ndarray] = None  # (q,) int: output label of each response channel
-        self.iterations_done = 0
+        self.iterations_done = 0  # the network's training steps so far (the learning rate decays over them)
         self._cache: Optional[_RefineCache] = None
 
     # ------------------------------------------------------------------ set-up
@@ -214,7 +216,7 @@ class Segmenter:
             # the head learns the strokes at full resolution (coarse training saw them block-pooled)
             head_history, stop_reason = self._optimise([train], cfg, max_iter or cfg.max_iter, progress,
                                                        self.network.head, strokes)
-            history += [dict(entry, phase="head") for entry in head_history]
+            history += head_history
         channel_labels = self._channels(full, full_features)
         self.channel_to_label = self._assign(channel_labels, full, cfg, keep_labels)
         if level:
@@ -307,9 +309,11 @@ class Segmenter:
                 batch = samplers[index].sample()
             batch = {k: (None if v is None else v.to(self.device)) for k, v in batch.items()}
             image, roi, scr = batch["image"], batch["roi"], batch.get("scribbles")
-            if cfg.lr_half_life:  # decays over the segmenter's life, so warm starts continue gently
+            if cfg.lr_half_life:  # decays over the network's training steps, so warm starts continue gently;
+                # a head phase decays on from where the network's training stopped, the same for every refinement
+                done = self.iterations_done + (0 if batch_statistics else it - 1)
                 for group in opt.param_groups:
-                    group["lr"] = cfg.lr * 0.5 ** (self.iterations_done / cfg.lr_half_life)
+                    group["lr"] = cfg.lr * 0.5 ** (done / cfg.lr_half_life)
             opt.zero_grad(set_to_none=True)
             response = model(image)
             pseudo = response.detach().argmax(1)
@@ -321,9 +325,10 @@ class Segmenter:
             parts["loss"].backward()
             opt.step()
             n_now = int(torch.unique(pseudo[roi]).numel())
-            record = {"iteration": it, "n_labels": n_now, **{k: float(v.detach()) for k, v in parts.items()}}
+            record = {"iteration": it, "phase": "network" if batch_statistics else "head", "n_labels": n_now,
+                      **{k: float(v.detach()) for k, v in parts.items()}}
             history.append(record)
-            self.iterations_done += 1
+            self.iterations_done += batch_statistics
             if progress:
                 progress({"stage": "fit", "max_iter": max_iter, **record})
             if n_now <= min_labels < history[0]["n_labels"] and not initialising:  # fell to min_labels

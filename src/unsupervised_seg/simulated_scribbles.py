@@ -11,8 +11,8 @@ How the strokes are made (deterministic, no random numbers):
    one contiguous run of at most ``stroke_mm`` millimetres, walking from one end of the piece.
 
 If erosion leaves nothing of a class on a slice, the un-eroded skeleton is used there; a class that
-gets no stroke at all raises ValueError. ``extra_stroke`` adds one more stroke on a new slice (the
-"user corrects one class" step of the refinement benchmark).
+gets no stroke at all raises ValueError. ``corrective_stroke`` draws one more stroke through the largest
+error of a segmentation (the "user corrects one class" step of the refinement benchmark).
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def scribbles_from_truth(truth: np.ndarray, roi: np.ndarray, spacing: Sequence[f
     truth = np.asarray(truth)
     scribbles = np.zeros(truth.shape, np.int32)
     for index in slice_positions(roi, axis, fractions):
-        _add_slice(scribbles, truth, roi, spacing, axis, index, None, erode_mm, strokes_per_class, stroke_mm)
+        _add_slice(scribbles, truth, roi, spacing, axis, index, erode_mm, strokes_per_class, stroke_mm)
     classes = np.unique(truth[roi & (truth > 0)])
     missing = sorted(set(classes.tolist()) - set(np.unique(scribbles).tolist()))
     if missing:
@@ -93,20 +93,35 @@ def scribbles_from_truth(truth: np.ndarray, roi: np.ndarray, spacing: Sequence[f
     return scribbles
 
 
-def extra_stroke(scribbles: np.ndarray, truth: np.ndarray, roi: np.ndarray, spacing: Sequence[float],
-                 class_id: int, axis: int = 2, fraction: float = 0.42, erode_mm: float = 2.0,
-                 stroke_mm: float = 40.0) -> np.ndarray:
-    """A copy of ``scribbles`` (X, Y, Z) with one more stroke of ``class_id`` on the slice at ``fraction``."""
+def corrective_stroke(scribbles: np.ndarray, truth: np.ndarray, labels: np.ndarray, roi: np.ndarray,
+                      spacing: Sequence[float], class_id: int, axis: int = 2, stroke_mm: float = 40.0) -> np.ndarray:
+    """A copy of ``scribbles`` (X, Y, Z) with one stroke of ``class_id`` where a segmentation got it wrong.
+
+    The stroke is the centre line (skeleton, at most ``stroke_mm`` long) of the largest 2-D region, over
+    all slices across ``axis``, of voxels that are ``class_id`` in ``truth`` but not in ``labels``: what a
+    user draws through the biggest visible error. Raises ValueError when ``labels`` has no such error.
+    """
+    errors = (np.asarray(truth) == class_id) & (np.asarray(labels) != class_id) & roi
+    best, best_size = None, 0
+    for index in range(errors.shape[axis]):
+        pieces, n = ndi.label(np.take(errors, index, axis))
+        if n:
+            sizes = ndi.sum_labels(pieces > 0, pieces, index=np.arange(1, n + 1))
+            if sizes.max() > best_size:
+                best, best_size = (index, pieces == 1 + int(np.argmax(sizes))), sizes.max()
+    if best is None:
+        raise ValueError(f"the segmentation has no error of class {class_id} to correct")
+    index, region = best
+    in_plane = [s for a, s in enumerate(spacing) if a != axis]
+    stroke = _class_strokes(region, (0, 0), 1, max(int(round(stroke_mm / min(in_plane))), 1))
     out = scribbles.copy()
-    index = slice_positions(roi, axis, [fraction])[0]
-    _add_slice(out, truth, roi, spacing, axis, index, [class_id], erode_mm, 1, stroke_mm)
-    if np.array_equal(out, scribbles):
-        raise ValueError(f"class {class_id} has no voxel on slice {index} to add a stroke to")
+    plane = np.moveaxis(out, axis, 0)[index]  # a view into ``out``
+    plane[stroke & (plane == 0)] = class_id
     return out
 
 
-def _add_slice(scribbles, truth, roi, spacing, axis, index, classes, erode_mm, n_strokes, stroke_mm):
-    """Write strokes of ``classes`` (all classes when None) on one slice of ``scribbles`` in place."""
+def _add_slice(scribbles, truth, roi, spacing, axis, index, erode_mm, n_strokes, stroke_mm):
+    """Write strokes of every class on one slice of ``scribbles`` in place."""
     take = [slice(None)] * truth.ndim
     take[axis] = index
     take = tuple(take)
@@ -115,6 +130,6 @@ def _add_slice(scribbles, truth, roi, spacing, axis, index, classes, erode_mm, n
     erode_px = tuple(int(round(erode_mm / s)) for s in in_plane)
     length = max(int(round(stroke_mm / min(in_plane))), 1)
     plane = scribbles[take]
-    for k in classes or [int(c) for c in np.unique(plane_truth) if c > 0]:
+    for k in [int(c) for c in np.unique(plane_truth) if c > 0]:
         strokes = _class_strokes(plane_truth == k, erode_px, n_strokes, length)
         plane[strokes & (plane == 0)] = k
