@@ -9,11 +9,10 @@ import numpy as np
 def _channel_means(channel_labels: np.ndarray, intensity: np.ndarray, roi: np.ndarray):
     """Per present channel: ids (n,), voxel counts (n,), mean intensity vectors (n, C)."""
     channels = channel_labels[roi]
-    features = intensity[:, roi].T.astype(np.float64)  # (N, C)
-    present, inverse, counts = np.unique(channels, return_inverse=True, return_counts=True)
-    sums = np.zeros((len(present), features.shape[1]))
-    np.add.at(sums, inverse, features)
-    return present, counts, sums / counts[:, None]
+    counts = np.bincount(channels)
+    sums = np.stack([np.bincount(channels, weights=values[roi], minlength=len(counts)) for values in intensity], 1)
+    present = np.flatnonzero(counts)
+    return present, counts[present], sums[present] / counts[present, None]
 
 
 def assign_labels(channel_labels: np.ndarray, intensity: np.ndarray, roi: np.ndarray, n_clusters: int,
