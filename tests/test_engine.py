@@ -77,6 +77,18 @@ def test_refinement_retrains_only_the_head_and_follows_the_stroke(scribbled, mni
     assert np.array_equal(seg.predict(volume, mask).labels, warm.labels)  # the head's labels are the network's
 
 
+def test_refinement_after_save_and_load(scribbled, mni_4mm, tmp_path):
+    """The command line (and Slicer's Refine) run each step in a new process: the cache travels in the model."""
+    volume, mask, truth = mni_4mm
+    seg, cold, scribbles = scribbled
+    seg.save(tmp_path / "model.pt")
+    loaded = Segmenter.load(tmp_path / "model.pt")
+    more = corrective_stroke(scribbles, truth, cold.labels, mask, volume.spacing, class_id=3)
+    result = loaded.fit(volume, more, mask)
+    assert {entry["phase"] for entry in result.history} == {"head"} and result.iterations >= 1
+    assert hungarian_dice(result.labels, truth, mask)["mean"] >= 0.88
+
+
 def test_a_new_scribble_class_or_volume_retrains_the_network(mni_4mm):
     volume, mask, truth = mni_4mm
     seg = Segmenter(n_labels=3, seed=0)

@@ -381,6 +381,18 @@ def test_module_command_line_on_a_real_volume_then_refine(slicer_inputs, tmp_pat
     assert shown[2]["color"] == TISSUE_COLORS[1]
     assert scribble_agreement(segmentation["voxels"], refined_strokes, refined_names) > 0.75
 
+    # Refine again after erasing every second grey-matter stroke voxel (no new segment): the saved model
+    # carries the first fit's features, so only the clustering head retrains
+    fewer = refined_strokes.copy()
+    fewer[tuple(np.argwhere(fewer == 1)[::2].T)] = 0
+    write_slicer_nrrd(refined_scribbles, fewer, volume.affine)
+    command = support.build_command(files.input, refined_scribbles, tmp_path / "again.seg.nrrd",
+                                    params.for_refine(), model_in=tmp_path / "refined.pt",
+                                    mask_path=files.mask, class_names=refined_names)
+    monitor, _, returncode = run_like_the_module(command)
+    assert monitor.outcome(returncode)[0], monitor.log[-5:]
+    assert {e["phase"] for e in monitor.events if e["stage"] == "fit"} == {"head"}
+
 
 def test_engine_errors_reach_the_module_as_one_line(slicer_inputs, tmp_path):
     files, volume, _, _ = slicer_inputs
