@@ -93,11 +93,15 @@ class Reporter:
             self.frame += 1
 
     def _update_bar(self, event: dict) -> None:
+        phase = event.get("phase", "network")
+        if self.bar is not None and self.bar.desc.split()[-1] != phase:  # the head phase gets its own bar
+            self.close()
         if self.bar is None:
             from tqdm import tqdm
 
-            name = Path(self.context.get("input", "")).name or None
-            self.bar = tqdm(total=event.get("max_iter"), desc=name, file=sys.stderr, unit="it", leave=False)
+            name = Path(self.context.get("input", "")).name
+            self.bar = tqdm(total=event.get("max_iter"), desc=f"{name} {phase}".strip(), file=sys.stderr,
+                            unit="it", leave=False)
         self.bar.n = event["iteration"]
         self.bar.set_postfix(labels=event.get("n_labels"), loss=f"{event.get('loss', float('nan')):.3f}",
                              refresh=False)
