@@ -83,3 +83,18 @@ def test_quick_run_end_to_end(tmp_path):
     assert "QUICK run" in text and "### mni4mm" in text and "--quick" in text
     for png in ("overlay_mni4mm.png", "dice_vs_seconds_cpu.png", "engine_history_cpu.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tuning_sweep_writes_one_row_per_variant(tmp_path):
+    cmd = [sys.executable, str(BENCH / "tune.py"), "--cases", "mni4mm", "--threads", "1", "--out", str(tmp_path),
+           "--grid", '[{"max_iter": 3}, {"max_iter": 3, "n_clusters": 8}]']
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads((tmp_path / "tuning.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == [{"max_iter": 3}, {"max_iter": 3, "n_clusters": 8}]
+    assert all(r["cases"]["mni4mm"]["status"] == "ok" and r["cases"]["mni4mm"]["iterations"] <= 3 for r in rows)
+    text = (tmp_path / "TUNING.md").read_text()
+    assert "| max_iter=3, n_clusters=8 | " in text and "--grid" in text
+    refused = subprocess.run([sys.executable, str(BENCH / "tune.py"), "--cases", "colin1mm", "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "held out" in refused.stderr
