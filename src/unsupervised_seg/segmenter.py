@@ -360,23 +360,24 @@ class Segmenter:
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
     def _roi_features(self, prep: _Prepared, cfg: SegmentationConfig, progress=None) -> torch.Tensor:
-        """Eval-mode features (N, q) of the N ROI voxels of the crop, on the CPU; sliding window when the
-        crop exceeds the voxel budget."""
+        """Eval-mode features (q, N) of the N ROI voxels of the crop, on the CPU; sliding window when the
+        crop exceeds the voxel budget. Without a mask (ROI = the whole crop) this is a view, not a copy."""
         self.network.eval()
         if prep.roi.numel() <= cfg.max_voxels:
             features = self.network.features(prep.image.to(self.device))[0].cpu()
         else:
             size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
             features = sliding_window_response(self.network.features, prep.image, size, cfg, self.device, progress)
-        return features[:, prep.roi[0]].T.contiguous()
+        flat, roi = features.reshape(features.shape[0], -1), prep.roi[0].flatten()
+        return flat if bool(roi.all()) else flat[:, roi]
 
     @torch.no_grad()
     def _channels(self, prep: _Prepared, roi_features: torch.Tensor) -> np.ndarray:
-        """Argmax channels of the eval-mode head: (N, q) ROI features -> (*crop) int64, 0 outside the ROI."""
+        """Argmax channels of the eval-mode head: (q, N) ROI features -> (*crop) int64, 0 outside the ROI."""
         self.network.eval()
         dims = self.network.spatial_dims
         channels = torch.cat([self.network.head(_pointwise(chunk.to(self.device), dims)).flatten(1).argmax(1).cpu()
-                              for chunk in roi_features.split(_HEAD_CHUNK)])
+                              for chunk in roi_features.split(_HEAD_CHUNK, dim=1)])
         crop = torch.zeros(prep.roi.shape[1:], dtype=torch.long)
         crop[prep.roi[0]] = channels
         return crop.numpy()
@@ -434,8 +435,8 @@ class Segmenter:
 
 
 def _pointwise(features: torch.Tensor, spatial_dims: int) -> torch.Tensor:
-    """(M, q) voxel features -> (M, q, 1[, 1], 1): a batch of one-voxel images for the pointwise head."""
-    return features.reshape(tuple(features.shape) + (1,) * spatial_dims)
+    """(q, M) voxel features -> (M, q, 1[, 1], 1): a batch of one-voxel images for the pointwise head."""
+    return features.T.reshape(tuple(features.shape[::-1]) + (1,) * spatial_dims)
 
 
 def _strokes(full: _Prepared, roi_features: torch.Tensor, scribbles, spatial_dims: int):
@@ -447,7 +448,7 @@ def _strokes(full: _Prepared, roi_features: torch.Tensor, scribbles, spatial_dim
     marked = values > 0
     if not marked.any():
         return None
-    features = _pointwise(roi_features[marked], spatial_dims)
+    features = _pointwise(roi_features[:, marked], spatial_dims)
     return features, values[marked].reshape((-1,) + tuple(features.shape[2:]))
 
 
