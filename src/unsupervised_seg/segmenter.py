@@ -162,16 +162,14 @@ class Segmenter:
         """Coarse to fine: halve (volume, scribbles, mask) until the ROI's box holds at most ``coarse_voxels``
         voxels (0: never). The network trains there and predicts at full resolution unchanged.
 
-        Returns (volume, scribbles, mask, number of halvings). Bad input is reported with the caller's shapes.
+        Expects validated input. Returns (volume, scribbles, mask, number of halvings).
         """
+        coarse_voxels = self.config.resolved(volume.spatial_dims).coarse_voxels
         level = 0
         while True:
-            validate_volume(volume)
-            cfg = self.config.resolved(volume.spatial_dims)
             roi = validate_mask(mask, volume)
-            validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source)
             box = volume.spatial_shape if roi is None else [s.stop - s.start for s in _bounding_box(roi, margin=2)]
-            if not cfg.coarse_voxels or int(np.prod(box)) <= cfg.coarse_voxels:
+            if not coarse_voxels or int(np.prod(box)) <= coarse_voxels:
                 return volume, scribbles, mask, level
             volume, scribbles, mask = halve_resolution(volume, scribbles, mask)
             level += 1
@@ -210,8 +208,13 @@ class Segmenter:
             if whole:
                 self._calibrate_batchnorm(prep.image)
             full = prep if level == 0 else self._prepare(volume, scribbles, mask, targets=False)
-            full_features = self._roi_features(full, cfg, progress)
-            train = self._head_input(prep) if whole else None
+            crop_features = self._features(full, cfg, progress)
+            full_features = _in_roi(crop_features, full)
+            train = None
+            if whole:  # the head phase trains on the training level's features
+                train_features = crop_features if level == 0 else self._features(prep, cfg)
+                train = replace(prep, image=train_features[None], scribbles=None, targets=None)
+            del crop_features
             self._cache = None
             if train is not None and (full_features.numel() + train.image.numel()) * 4 <= _CACHE_BYTES:
                 self._cache = _RefineCache(key, full.n_scribble_classes, level, train, full, full_features)
@@ -244,14 +247,6 @@ class Segmenter:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
 
-    @torch.no_grad()
-    def _head_input(self, prep: _Prepared) -> _Prepared:
-        """``prep`` with its image replaced by the network's eval-mode features (1, q, *crop): what the
-        clustering head trains on in a head phase."""
-        self.network.eval()
-        features = self.network.features(prep.image.to(self.device)).cpu()
-        return replace(prep, image=features, scribbles=None, targets=None)
-
     def fit_reference(self, volumes: Sequence[Volume], masks: Optional[Sequence] = None,
                       max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None) -> List[dict]:
         """Reference mode: train one network on several images (a step on each in turn).
@@ -270,7 +265,7 @@ class Segmenter:
         cfg = self._ensure_network(volumes[0].spatial_dims, volumes[0].n_channels)
         self._cache = None
         history, _ = self._optimise(preps, cfg, max_iter or cfg.max_iter, progress, self.network)
-        channel_labels = self._channels(preps[0], self._roi_features(preps[0], cfg, progress))
+        channel_labels = self._channels(preps[0], _in_roi(self._features(preps[0], cfg, progress), preps[0]))
         self.channel_to_label = self._assign(channel_labels, preps[0], cfg)
         return history
 
@@ -359,17 +354,13 @@ class Segmenter:
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
-    def _roi_features(self, prep: _Prepared, cfg: SegmentationConfig, progress=None) -> torch.Tensor:
-        """Eval-mode features (q, N) of the N ROI voxels of the crop, on the CPU; sliding window when the
-        crop exceeds the voxel budget. Without a mask (ROI = the whole crop) this is a view, not a copy."""
+    def _features(self, prep: _Prepared, cfg: SegmentationConfig, progress=None) -> torch.Tensor:
+        """Eval-mode features (q, *crop) of the crop, on the CPU; sliding window above the voxel budget."""
         self.network.eval()
         if prep.roi.numel() <= cfg.max_voxels:
-            features = self.network.features(prep.image.to(self.device))[0].cpu()
-        else:
-            size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
-            features = sliding_window_response(self.network.features, prep.image, size, cfg, self.device, progress)
-        flat, roi = features.reshape(features.shape[0], -1), prep.roi[0].flatten()
-        return flat if bool(roi.all()) else flat[:, roi]
+            return self.network.features(prep.image.to(self.device))[0].cpu()
+        size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
+        return sliding_window_response(self.network.features, prep.image, size, cfg, self.device, progress)
 
     @torch.no_grad()
     def _channels(self, prep: _Prepared, roi_features: torch.Tensor) -> np.ndarray:
@@ -389,7 +380,7 @@ class Segmenter:
         start = time.perf_counter()
         prep = self._prepare(volume, None, mask, targets=False)
         cfg = self.config.resolved(volume.spatial_dims)
-        channel_labels = self._channels(prep, self._roi_features(prep, cfg, progress))
+        channel_labels = self._channels(prep, _in_roi(self._features(prep, cfg, progress), prep))
         self.channel_to_label = self._assign(channel_labels, prep, cfg, keep=True)
         return self._result(channel_labels, prep, 0, "predict", [], start)
 
@@ -432,6 +423,12 @@ class Segmenter:
         seg.iterations_done = int(state["iterations_done"])
         seg._cache = state.get("refine_cache")
         return seg
+
+
+def _in_roi(features: torch.Tensor, prep: _Prepared) -> torch.Tensor:
+    """(q, *crop) features -> (q, N) of the N ROI voxels; without a mask (ROI = the whole crop) a view."""
+    flat, roi = features.reshape(features.shape[0], -1), prep.roi[0].flatten()
+    return flat if bool(roi.all()) else flat[:, roi]
 
 
 def _pointwise(features: torch.Tensor, spatial_dims: int) -> torch.Tensor:
