@@ -1,7 +1,7 @@
 """Benchmark cases built from real data: an image, its ROI, its ground truth and optional scribbles.
 
 Case names follow ``{dataset}{resolution}mm[_noisy][_scribbles]``:
-- dataset ``mni``: the MNI152 2009a T1 template that nilearn ships (unsupervised_seg.sample.mni152_arrays),
+- dataset ``mni``: the MNI152 2009a T1 template that nilearn ships (unsupervised_seg.demo.sample.mni152_arrays),
   truth = CSF/GM/WM (argmax of the template's probability maps) inside its brain mask. 1 and 2 mm come
   from nilearn; 4 mm is every second voxel of 2 mm (for smoke tests).
 - dataset ``colin`` (held out, never used for tuning): Colin27 ("ch2bet", brain-extracted single-subject
@@ -12,7 +12,7 @@ Case names follow ``{dataset}{resolution}mm[_noisy][_scribbles]``:
 - ``_noisy``: a "realistic scan": smooth multiplicative bias field (total range BIAS_RANGE around 1,
   like BrainWeb's 20 % INU) and Rician noise with sigma = NOISE_FRACTION of the white-matter mean,
   both seeded; the truth is unchanged.
-- ``_scribbles``: strokes on three axial slices made from the truth by unsupervised_seg.simulated_scribbles.
+- ``_scribbles``: strokes on three axial slices made from the truth by unsupervised_seg.demo.simulated_scribbles.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage as ndi
 
-from unsupervised_seg.simulated_scribbles import scribbles_from_truth
+from unsupervised_seg.demo.simulated_scribbles import scribbles_from_truth
 
 NOISE_FRACTION = 0.05  # Rician sigma as a fraction of the white-matter mean (BrainWeb "5 %")
 BIAS_RANGE = 0.2  # the bias field spans 1 - 0.1 .. 1 + 0.1 over the brain
@@ -74,7 +74,7 @@ def parse(name: str):
 
 
 def _mni(resolution: int):
-    from unsupervised_seg.sample import mni152_arrays
+    from unsupervised_seg.demo.sample import mni152_arrays
 
     if resolution == 4:
         image, roi, truth, affine = mni152_arrays(2)

@@ -123,7 +123,7 @@ def engine(case, threads: int, config: dict, refine: bool = True) -> dict:
     import torch
 
     from unsupervised_seg import SegmentationConfig, Segmenter, Volume
-    from unsupervised_seg.metrics import hungarian_dice
+    from unsupervised_seg.demo.metrics import hungarian_dice
 
     cfg = SegmentationConfig(**{"n_labels": case.n_classes, **config})
     volume = Volume.from_array(case.image, case.spacing, affine=case.affine, source=case.name)
@@ -141,7 +141,7 @@ def engine(case, threads: int, config: dict, refine: bool = True) -> dict:
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
         out["gpu"] = torch.cuda.get_device_name()
     if refine and case.scribbles is not None:
-        from unsupervised_seg.simulated_scribbles import corrective_stroke
+        from unsupervised_seg.demo.simulated_scribbles import corrective_stroke
 
         per_class = hungarian_dice(result.labels, case.truth, case.roi)["per_class"]
         worst = min(per_class, key=per_class.get)

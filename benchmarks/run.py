@@ -7,7 +7,7 @@
     python benchmarks/run.py --device cuda                     # fills the GPU section of RESULTS.md
 
 Each (case, method) pair runs in its own child process (benchmarks/worker.py), which reports its
-own peak RSS (VmHWM), so methods do not pollute each other. Dice is computed here with unsupervised_seg.metrics.hungarian_dice
+own peak RSS (VmHWM), so methods do not pollute each other. Dice is computed here with unsupervised_seg.demo.metrics.hungarian_dice
 (one-to-one matching, same ROI and number of labels for every method). Unsupervised cases run the
 engine, KMeans, GaussianMixture, Otsu and Atropos; scribble cases run the engine, Grow-from-seeds
 (itk-growcut) and the random walker. A run on device D replaces results.json's entry for D.
@@ -95,7 +95,7 @@ def run_child(spec: dict, work: Path, timeout: float) -> dict:
 
 
 def score(labels: np.ndarray, case: Case) -> dict:
-    from unsupervised_seg.metrics import hungarian_dice
+    from unsupervised_seg.demo.metrics import hungarian_dice
 
     dice = hungarian_dice(labels, case.truth, case.roi)
     return {"dice_mean": dice["mean"],

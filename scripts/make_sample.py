@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from unsupervised_seg.sample import mni152_arrays
+from unsupervised_seg.demo.sample import mni152_arrays
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "unsupervised_seg" / "data"
 

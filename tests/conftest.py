@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 @pytest.fixture(scope="session")
 def mni_2mm():
     """(Volume (1, 99, 117, 95), brain mask bool, tissue labels 0..3) of the bundled sample."""
-    from unsupervised_seg.sample import load_sample
+    from unsupervised_seg.demo.sample import load_sample
 
     return load_sample()
 

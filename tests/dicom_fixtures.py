@@ -5,7 +5,7 @@ Patient, General Study, General Series, Frame of Reference, General Equipment, G
 Image Plane, Image Pixel, MR Image and SOP Common modules filled, so that dciodvfy accepts it.
 
 ``write_mni_series`` makes a realistic MR series from the bundled MNI152 T1 sample
-(unsupervised_seg.sample.SAMPLE_T1, 2 mm, RAS affine):
+(unsupervised_seg.demo.sample.SAMPLE_T1, 2 mm, RAS affine):
 
 1. take every ``step``-th voxel (step 2 -> 4 mm voxels, 50 x 59 x 48) and optionally a slab of axial slices;
 2. lay it out the way scanners store axial slices: slice k runs inferior -> superior, rows run
@@ -140,7 +140,7 @@ def mni_axial(step: int = 2, slab: Optional[Sequence[int]] = None) -> Tuple[np.n
     """
     import nibabel as nib
 
-    from unsupervised_seg.sample import SAMPLE_T1
+    from unsupervised_seg.demo.sample import SAMPLE_T1
 
     image = nib.load(SAMPLE_T1)
     t1 = np.asarray(image.dataobj, dtype=np.float64)[::step, ::step, ::step]

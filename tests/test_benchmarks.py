@@ -13,7 +13,7 @@ sys.path.insert(0, str(BENCH))
 
 from cases import add_scan_artefacts, make_case  # noqa: E402
 from run import score  # noqa: E402
-from unsupervised_seg.simulated_scribbles import corrective_stroke, scribbles_from_truth  # noqa: E402
+from unsupervised_seg.demo.simulated_scribbles import corrective_stroke, scribbles_from_truth  # noqa: E402
 
 
 def test_scribbles_are_thin_strokes_inside_their_class(mni_2mm):

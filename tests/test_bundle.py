@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from unsupervised_seg import InputError, SegmentationConfig, Segmenter, Volume, segment
-from unsupervised_seg.metrics import hungarian_dice
-from unsupervised_seg.sample import SAMPLE_MASK, SAMPLE_T1, SAMPLE_TISSUES
+from unsupervised_seg.demo.metrics import hungarian_dice
+from unsupervised_seg.demo.sample import SAMPLE_MASK, SAMPLE_T1, SAMPLE_TISSUES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "monai_bundle" / "configs"

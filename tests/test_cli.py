@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import slicerio
 
-from unsupervised_seg.cli import Reporter, main
+from unsupervised_seg.cli import main
+from unsupervised_seg.cli.reporter import Reporter
 
 ITER = ["--max-iter", "4"]
 
@@ -127,7 +128,7 @@ def test_batch_with_one_corrupt_file_writes_the_others_and_exits_nonzero(inputs,
 def test_demo_subprocess_writes_labels_overlay_and_dice(tmp_path):
     from PIL import Image
 
-    from unsupervised_seg.sample import SAMPLE_T1
+    from unsupervised_seg.demo.sample import SAMPLE_T1
 
     proc = run_cli("demo", "-o", tmp_path / "demo")  # the real demo at its defaults (~20 s on 2 cores)
     assert proc.returncode == 0, proc.stderr

@@ -65,7 +65,7 @@ def test_affine_matches_the_nifti_sample(mni_series):
     """World position of voxel (k, r, c) equals the bundled NIfTI's position of the same intensity."""
     import nibabel as nib
 
-    from unsupervised_seg.sample import SAMPLE_T1
+    from unsupervised_seg.demo.sample import SAMPLE_T1
 
     folder = mni_series[0]
     volume = read_dicom_series(folder)

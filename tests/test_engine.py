@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from unsupervised_seg import InputError, SegmentationConfig, Segmenter, Volume, segment, segment_sequence
-from unsupervised_seg.metrics import hungarian_dice
-from unsupervised_seg.simulated_scribbles import corrective_stroke, scribbles_from_truth
+from unsupervised_seg.demo.metrics import hungarian_dice
+from unsupervised_seg.demo.simulated_scribbles import corrective_stroke, scribbles_from_truth
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +224,7 @@ def test_bad_input_gives_one_clear_error(case, match):
 
 
 def test_device_auto_is_cpu_here():
-    from unsupervised_seg.segmenter import resolve_device
+    from unsupervised_seg.engine.device import resolve_device
 
     import torch
 
@@ -258,7 +258,7 @@ def test_coarse_to_fine_learns_the_strokes_at_full_resolution(mni_2mm):
 
 
 def test_halve_resolution_keeps_thin_strokes():
-    from unsupervised_seg.volume import halve_resolution
+    from unsupervised_seg.engine.preprocess import halve_resolution
 
     data = np.arange(5 * 6 * 7, dtype=np.float32).reshape(1, 5, 6, 7)
     scribbles = np.zeros((5, 6, 7), int)

@@ -211,9 +211,9 @@ def test_failed_write_leaves_no_partial_file(t1_nifti, tmp_path, monkeypatch):
 
     monkeypatch.setattr(nifti.nib, "save", broken_save)
     out_dir = tmp_path / "out"
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match=r"out/labels.nii.gz: cannot write the output \(disk full\)"):
         save_labels(np.zeros(volume.spatial_shape, int), volume, out_dir / "labels.nii.gz")
-    assert list(out_dir.iterdir()) == []
+    assert list(out_dir.iterdir()) == []  # the temporary file is gone, and its name was never shown
 
 
 def test_label_series_is_4d_with_the_input_header(mni_4mm, tmp_path):

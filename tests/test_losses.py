@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from unsupervised_seg.losses import ClusteringLoss, continuity_loss, scribble_loss, similarity_loss
+from unsupervised_seg.engine.losses import ClusteringLoss, continuity_loss, scribble_loss, similarity_loss
 
 # response (B=1, q=2, 2x2): channel 0 = [[0, 1], [2, 0]], channel 1 = [[1, 0], [0, 0]]
 RESPONSE = torch.tensor([[[[0.0, 1.0], [2.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]]])

@@ -20,7 +20,7 @@ import pytest
 
 from unsupervised_seg import slicer_support as support
 from unsupervised_seg.io.grid import RAS_TO_LPS
-from unsupervised_seg.segments import label_color
+from unsupervised_seg.core.segments import label_color
 
 TISSUE_CLASSES = {1: "CSF", 2: "grey matter", 3: "white matter"}
 TISSUE_COLORS = {1: (0.2, 0.4, 1.0), 2: (0.9, 0.5, 0.3), 3: (1.0, 1.0, 0.8)}

@@ -2,22 +2,36 @@
 
 Method: W. Kim, A. Kanezaki, M. Tanaka, "Unsupervised Learning of Image Segmentation Based on
 Differentiable Feature Clustering", IEEE Transactions on Image Processing 29 (2020).
+
+The public names below are imported on first use, so ``import unsupervised_seg.io`` (or the command
+line's ``--help``) does not load torch.
 """
-from .config import SegmentationConfig
-from .errors import InputError
-from .network import ClusteringNet
-from .segmenter import Segmenter, SegmentationResult, segment, segment_sequence
-from .volume import Volume
+from importlib import import_module
 
-__version__ = "0.1.0"
+from .core.version import __version__
+
+_PUBLIC = {
+    "ClusteringNet": ".engine.network",
+    "InputError": ".core.errors",
+    "SegmentationConfig": ".engine.config",
+    "SegmentationResult": ".engine.segmenter",
+    "Segmenter": ".engine.segmenter",
+    "Volume": ".core.volume",
+    "load_volume": ".io",
+    "segment": ".engine.segmenter",
+    "segment_files": ".api",
+    "segment_sequence": ".engine.segmenter",
+}
 
 
-def load_volume(path, **kwargs) -> Volume:
-    """Read an image file or DICOM series folder into a Volume (see unsupervised_seg.io)."""
-    from .io import load_volume as _load
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    return _load(path, **kwargs)
+
+def __dir__():
+    return sorted(list(globals()) + list(_PUBLIC))
 
 
-__all__ = ["ClusteringNet", "InputError", "SegmentationConfig", "SegmentationResult", "Segmenter", "Volume",
-           "load_volume", "segment", "segment_sequence", "__version__"]
+__all__ = sorted(_PUBLIC) + ["__version__"]

@@ -18,32 +18,26 @@ from monai.data.utils import affine_to_spacing
 from monai.engines.utils import PrepareBatchExtraInput
 from monai.inferers import Inferer
 
-from .config import SegmentationConfig
-from .errors import InputError
+from .api import make_segmenter
+from .core.errors import InputError
+from .core.progress import FitStep, ProgressEvent
+from .core.scribbles import validate_scribbles
+from .core.volume import Volume, validate_mask, validate_volume
+from .engine.config import SegmentationConfig
+from .engine.preprocess import normalise_intensity
+from .engine.segmenter import Segmenter
 from .io.atomic import atomic_output
-from .io.paths import NIFTI_EXTENSIONS, is_companion, split_name
-from .scribbles import validate_scribbles
-from .segmenter import Segmenter
-from .volume import Volume, normalise_intensity, validate_mask, validate_volume
+from .io.paths import NIFTI_EXTENSIONS, find_companion, is_companion, split_name
 
 log = logging.getLogger(__name__)
-
-
-def _beside(image: Path, suffix: str) -> Optional[str]:
-    """``<stem><suffix>.nii.gz`` (or .nii) next to ``image``, if it exists."""
-    for ext in NIFTI_EXTENSIONS:
-        candidate = image.with_name(split_name(image)[0] + suffix + ext)
-        if candidate.is_file():
-            return str(candidate)
-    return None
 
 
 def nifti_datalist(dataset_dir, scribble_suffix: str = "_scribbles", mask_suffix: str = "_mask",
                    output_postfix: str = "seg") -> List[Dict[str, str]]:
     """Every NIfTI image in ``dataset_dir``, sorted, as MONAI datalist items.
 
-    Item keys: "image", plus "scribbles" when ``<stem><scribble_suffix>.nii[.gz]`` exists beside it
-    and "mask" (ROI) when ``<stem><mask_suffix>.nii[.gz]`` does. Scribble, mask and earlier output
+    Item keys: "image", plus "scribbles" / "mask" (ROI) when ``<stem><scribble_suffix>.*`` /
+    ``<stem><mask_suffix>.*`` lies beside it: the command line's companion rule (unsupervised_seg.api). Scribble, mask and earlier output
     files (``<stem>_<output_postfix>``), and the command line's companion files (see io.paths), are not
     images themselves.
     """
@@ -57,9 +51,9 @@ def nifti_datalist(dataset_dir, scribble_suffix: str = "_scribbles", mask_suffix
             continue
         item = {"image": str(path)}
         for key, suffix in (("scribbles", scribble_suffix), ("mask", mask_suffix)):
-            found = _beside(path, suffix) if suffix else None
+            found = find_companion(path, suffix) if suffix else None
             if found:
-                item[key] = found
+                item[key] = str(found)
         items.append(item)
     if not items:
         raise InputError("no NIfTI images (*.nii, *.nii.gz) found", folder)
@@ -154,12 +148,12 @@ def _rank_prefix() -> str:
     return ""
 
 
-def progress_logger(source: str, every: int) -> Callable[[dict], None]:
+def progress_logger(source: str, every: int) -> Callable[[ProgressEvent], None]:
     """An engine progress callback that logs every ``every``-th optimisation step."""
-    def report(event: dict) -> None:
-        if event.get("stage") == "fit" and event["iteration"] % every == 0:
-            log.info("%s: iteration %d/%d, %d labels, loss %.4f", source, event["iteration"], event["max_iter"],
-                     event["n_labels"], event["loss"])
+    def report(event: ProgressEvent) -> None:
+        if isinstance(event, FitStep) and event.iteration % every == 0:
+            log.info("%s: %s iteration %d (%.0f %% done), %d labels, loss %.4f", source, event.phase,
+                     event.iteration, 100 * (event.fraction or 0), event.n_labels, event.loss)
     return report
 
 
@@ -197,7 +191,7 @@ class TestTimeClusteringInferer(Inferer):
     def _predictor(self) -> Segmenter:
         """The saved model, with its label mapping reset so that results do not depend on volume order."""
         if self._reference is None:
-            self._reference = Segmenter.load(self.model_path, device=self.config.device)
+            self._reference = make_segmenter(model=self.model_path, device=self.config.device)
             self._reference_mapping = self._reference.channel_to_label.copy()
             log.info("reference mode: applying %s without optimisation", self.model_path)
         self._reference.channel_to_label = self._reference_mapping.copy()

@@ -21,9 +21,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError
-from ..scribbles import from_reference_convention, validate_scribbles
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.scribbles import from_reference_convention, validate_scribbles
+from ..core.volume import Volume
 from .atomic import atomic_output
 from .grid import place_on_grid
 from .paths import (FORMAT_EXTENSIONS, ITK_EXTENSIONS, NIFTI_EXTENSIONS, RASTER_EXTENSIONS, format_from_path,
@@ -133,6 +133,16 @@ def load_mask(path, reference: Volume) -> np.ndarray:
     return np.asarray(labels) != 0
 
 
+def check_output_format(format: str, reference: Volume, path) -> None:
+    """Raise InputError (naming ``path``) if labels of ``reference`` cannot be written as ``format``:
+    called before any work, so that a run never fails after the fit."""
+    if format == "png" and reference.spatial_dims != 2:
+        raise InputError(f"PNG holds 2D label maps; this image is {reference.spatial_dims}D (use .nii.gz, .nrrd "
+                         f"or .seg.nrrd)", path)
+    if format == "dicom-seg" and not reference.meta.get("dicom_datasets"):
+        raise InputError("DICOM SEG output needs a DICOM series as input (the input was not read from DICOM)", path)
+
+
 def save_labels(labels: np.ndarray, reference: Volume, path, format: Optional[str] = None,
                 class_names: Optional[Dict[int, str]] = None, class_colors: Optional[Dict[int, tuple]] = None,
                 scribbled: bool = False) -> Path:
@@ -187,5 +197,5 @@ def save_label_series(labels: np.ndarray, reference: Volume, path) -> Path:
     return path
 
 
-__all__ = ["FORMATS", "load_frames", "load_mask", "load_scribbles", "load_volume", "save_label_series",
+__all__ = ["FORMATS", "check_output_format", "load_frames", "load_mask", "load_scribbles", "load_volume", "save_label_series",
            "save_labels"]

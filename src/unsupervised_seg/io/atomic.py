@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .paths import split_name
 
 
@@ -24,8 +25,11 @@ def ensure_folder(folder) -> Path:
         raise InputError(f"output folder cannot be created ({exc.strerror})", folder) from None
     if not folder.is_dir():
         raise InputError("output folder is not a folder", folder)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError("output folder is not writable", folder)
+    try:  # a real probe: access() says yes to root even where writes fail (read-only mounts, /proc)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".unsupervised-seg-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"output folder is not writable ({exc.strerror or exc})", folder) from None
     return folder
 
 
@@ -34,7 +38,8 @@ def atomic_output(path):
     """Yield a temporary path beside ``path`` with the same extension; on success rename it to ``path``.
 
     The extension is kept because writers (nibabel, SimpleITK, Pillow) choose the format from it.
-    On any error the temporary file is removed and the exception propagates.
+    On any error the temporary file is removed and the exception propagates; an OSError becomes an
+    InputError naming ``path`` (never the temporary name).
     """
     path = Path(path)
     ensure_folder(path.parent)
@@ -45,7 +50,9 @@ def atomic_output(path):
         if not tmp.exists():
             raise OSError(f"writer produced no file for {path}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write the output ({exc.strerror or exc})", path) from None
         raise

@@ -24,8 +24,8 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ..errors import InputError
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 
 # Relative tolerance on slice gaps and absolute tolerance on direction cosines.
 SPACING_RTOL = 0.01

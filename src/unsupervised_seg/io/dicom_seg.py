@@ -13,9 +13,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..errors import InputError
-from ..segments import segment_table
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.segments import segment_table
+from ..core.volume import Volume
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SOFTWARE_NAME = "UnsupervisedSeg"
@@ -126,6 +126,6 @@ def _series_number(source) -> int:
 
 
 def _version() -> str:
-    from .. import __version__
+    from ..core.version import __version__
 
     return __version__

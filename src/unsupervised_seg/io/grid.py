@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

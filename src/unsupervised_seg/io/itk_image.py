@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 from .grid import index_to_lps, itk_geometry, ras_from_itk
 from .nifti import label_dtype
 

@@ -12,8 +12,8 @@ from typing import List
 import nibabel as nib
 import numpy as np
 
-from ..errors import InputError
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 from .grid import index_to_ras
 
 

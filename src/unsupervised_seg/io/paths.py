@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 # Multi-part extensions first so that "a.seg.nrrd" is (a, .seg.nrrd), not (a.seg, .nrrd).
 _MULTI_EXTENSIONS = (".seg.nrrd", ".nii.gz")

@@ -11,9 +11,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import slicerio
 
-from ..errors import InputError
-from ..segments import segment_table
-from ..volume import Volume
+from ..core.errors import InputError
+from ..core.segments import segment_table
+from ..core.volume import Volume
 from .grid import RAS_TO_LPS, index_to_lps, place_on_grid
 from .nifti import label_dtype
 

@@ -11,8 +11,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from .segments import label_color
-from .volume import Volume
+from ..core.segments import label_color
+from ..core.volume import Volume
 
 MIN_PANEL = 256  # panels are enlarged to at least this many pixels high
 GAP = 4  # black pixels between panels
@@ -97,7 +97,7 @@ def overlay_image(volume: Volume, labels: np.ndarray, alpha: float = 0.4) -> Ima
 
 def save_overlay(volume: Volume, labels: np.ndarray, path, alpha: float = 0.4) -> Path:
     """Write the overlay PNG atomically; returns the path."""
-    from .io.atomic import atomic_output
+    from ..io.atomic import atomic_output
 
     path = Path(path)
     with atomic_output(path) as tmp:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Optional, Tuple
 
+from ..core.errors import InputError
+
 
 # Defaults that differ between 2D images (the reference code's) and 3D volumes (tuned on MNI152
 # for CPU speed; see benchmarks/RESULTS.md).
@@ -54,7 +56,7 @@ class SegmentationConfig:
     upper_percentile: float = 99.5
 
     def __post_init__(self):
-        from .errors import InputError
+
 
         if self.n_clusters is not None and self.n_clusters < 2:
             raise InputError(f"n_clusters must be >= 2, got {self.n_clusters}")
@@ -78,7 +80,7 @@ class SegmentationConfig:
 
     def replace(self, **changes) -> "SegmentationConfig":
         """A copy with some fields changed (unknown names raise InputError)."""
-        from .errors import InputError
+
 
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known

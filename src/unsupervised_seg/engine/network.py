@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from monai.networks.layers.factories import Conv, Norm
 from torch import nn
 
 
@@ -19,8 +20,7 @@ class ClusteringNet(nn.Module):
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+        conv, norm = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims]
         self.spatial_dims, self.in_channels, self.n_clusters, self.n_conv = spatial_dims, in_channels, n_clusters, n_conv
         blocks = []
         for i in range(n_conv):

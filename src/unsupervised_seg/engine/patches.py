@@ -6,26 +6,13 @@ from typing import Sequence, Tuple
 
 import torch
 
+from .device import available_memory
+
 log = logging.getLogger(__name__)
 
 # Bytes per voxel and response channel held during a training step (activations of each
 # conv/ReLU/BN block and the head, their gradients and the loss' temporaries), float32.
 _TRAIN_BYTES_PER_VOXEL_CHANNEL = 4 * 12
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes that a training step may use on ``device``: half the free GPU memory, or a quarter of
-    the available RAM capped at 512 MiB on CPU (where larger patches only cost time)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free // 2
-    try:
-        import psutil
-
-        avail = psutil.virtual_memory().available
-    except ImportError:  # psutil is optional
-        avail = 8 << 30
-    return min(avail // 4, 512 << 20)
 
 
 def choose_patch_size(cfg, in_channels: int, shape: Sequence[int], device: torch.device) -> Tuple[int, ...]:
@@ -75,7 +62,7 @@ class PatchSampler:
 
 
 def sliding_window_response(network: torch.nn.Module, image: torch.Tensor, patch_size: Sequence[int], cfg,
-                            device: torch.device, progress=None) -> torch.Tensor:
+                            device: torch.device) -> torch.Tensor:
     """Eval-mode response of ``network`` on image (1, C, *S) by overlapping patches with gaussian
     blending (MONAI SlidingWindowInferer); the full response is accumulated on the CPU.
     On CUDA out-of-memory the patch edge is halved and the prediction retried. Returns (q, *S)."""
@@ -87,8 +74,6 @@ def sliding_window_response(network: torch.nn.Module, image: torch.Tensor, patch
                                        mode="gaussian", sw_device=device, device=torch.device("cpu"),
                                        progress=False)
         try:
-            if progress:
-                progress({"stage": "predict", "patch_size": list(size)})
             return inferer(image, network)[0]
         except torch.cuda.OutOfMemoryError:
             if min(size) <= 16:

@@ -42,7 +42,7 @@ def load_sample():
     """(Volume, brain mask bool array, tissue labels) of the bundled 2 mm sample."""
     import nibabel as nib
 
-    from .io import load_volume
+    from ..io import load_volume
 
     volume = load_volume(SAMPLE_T1)
     mask = np.asarray(nib.load(SAMPLE_MASK).dataobj) > 0

@@ -1,0 +1,31 @@
+"""Where the engine computes: device choice and the memory a training step may use there."""
+from __future__ import annotations
+
+import torch
+
+from ..core.errors import InputError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else as torch understands it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} requested but CUDA is not available (use --device cpu or auto)")
+    return device
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes that a training step may use on ``device``: half the free GPU memory, or a quarter of
+    the available RAM capped at 512 MiB on CPU (where larger patches only cost time)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    try:
+        import psutil
+
+        avail = psutil.virtual_memory().available
+    except ImportError:  # psutil is optional
+        avail = 8 << 30
+    return min(avail // 4, 512 << 20)

@@ -1,0 +1,270 @@
+"""Segmenter: test-time optimisation of a ClusteringNet on one volume (or a set), and prediction.
+
+The work is done by the modules beside this one (preprocess, training, refine, labels, persistence);
+the Segmenter holds the state between calls (network, optimiser, label mapping, refinement cache) and
+decides which phases run.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..core.errors import InputError
+from ..core.progress import Done, Predicting, ProgressCallback
+from ..core.scribbles import scribble_classes, validate_scribbles
+from ..core.volume import Volume, validate_mask, validate_volume
+from . import persistence
+from .config import SegmentationConfig
+from .device import resolve_device
+from .labels import assign_labels
+from .network import ClusteringNet
+from .patches import choose_patch_size, sliding_window_response
+from .preprocess import Prepared, in_roi, prepare, training_level
+from .refine import RefineCache, pointwise, strokes, volume_key
+from .result import SegmentationResult
+from .training import HEAD, NETWORK, calibrate_batchnorm, train
+
+log = logging.getLogger(__name__)
+
+# Voxels per chunk when the pointwise head is applied to cached ROI features.
+_HEAD_CHUNK = 2**20
+
+
+class Segmenter:
+    """Stateful test-time clustering: the network and optimiser persist between calls.
+
+    fit(volume, scribbles, mask)  -> SegmentationResult; a second fit warm-starts from the first
+                                     (on the same volume without new scribble classes only the
+                                     clustering head is retrained, on cached features: a refinement).
+    fit_reference([volumes])      -> trains one network on several images (reference mode).
+    predict(volume, mask)         -> labels without optimisation, consistent with the fit.
+    save(path) / Segmenter.load(path).
+    """
+
+    def __init__(self, config: Optional[SegmentationConfig] = None, **overrides):
+        config = config or SegmentationConfig()
+        self.config = config.replace(**overrides) if overrides else config
+        self.device = resolve_device(self.config.device)
+        self.network: Optional[ClusteringNet] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.channel_to_label: Optional[np.ndarray] = None  # (q,) int: output label of each response channel
+        self.iterations_done = 0  # the network's training steps so far (the learning rate decays over them)
+        self._cache: Optional[RefineCache] = None
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, volume: Volume, scribbles=None, mask=None, max_iter: Optional[int] = None,
+            progress: Optional[ProgressCallback] = None, keep_labels: bool = False) -> SegmentationResult:
+        """Optimise the network on ``volume`` (warm-starting from any previous fit) and segment it.
+
+        volume: Volume (C, *spatial); scribbles: (*spatial) int, 0 = unlabelled; mask: (*spatial) ROI.
+        keep_labels: keep the channel -> label mapping of the previous fit (sequence mode).
+        Refitting the volume of the previous fit with scribbles of no new class (the user added or erased
+        strokes) retrains only the clustering head on the cached features of that fit: a refinement in
+        a fraction of the first fit's time. The cache travels with ``save`` / ``load``.
+        """
+        start = time.perf_counter()
+        cfg = self._check(volume, scribbles, mask)
+        max_iter = max_iter or cfg.max_iter
+        n_classes = scribble_classes(validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters,
+                                                        volume.source))
+        key, cache = volume_key(volume, mask), self._cache
+        refining = (cache is not None and cache.key == key and 0 < n_classes <= cache.n_scribble_classes
+                    and not keep_labels)
+        history, stop_reason = [], "converged"
+        if refining:
+            log.info("%s: same volume, no new scribble class: refining the clustering head", volume.source)
+            cache = replace(cache, full=replace(cache.full, n_scribble_classes=n_classes))
+        else:
+            cache, history, stop_reason = self._fit_network(volume, scribbles, mask, cfg, max_iter, key, progress)
+        marked = strokes(cache.full, cache.full_features, scribbles, volume.spatial_dims)
+        if marked is not None and cache.train is not None and (refining or cache.level > 0):
+            # the head learns the strokes at full resolution (coarse training saw them block-pooled)
+            head_history, stop_reason = train(self.network.head, self.optimizer, [cache.train], cfg, HEAD, max_iter,
+                                              self.device, self.iterations_done, progress, marked)
+            history += head_history
+        channels = self._channels(cache.full, cache.full_features)
+        self.channel_to_label = self._assign(channels, cache.full, cfg, keep_labels)
+        if cache.level:
+            history = [dict(entry, level=cache.level) for entry in history]
+        result = self._result(channels, cache.full, len(history), stop_reason, history, start)
+        if progress:
+            progress(Done(len(history), result.n_labels, stop_reason))
+        return result
+
+    def _fit_network(self, volume: Volume, scribbles, mask, cfg: SegmentationConfig, max_iter: int, key: str,
+                     progress):
+        """Train the whole network (coarse to fine) and compute its features at full resolution.
+
+        Returns (RefineCache of this fit, history, stop_reason); the cache is kept for refinements when the
+        training crop was seen whole (no patches) and it fits CACHE_BYTES (its ``train`` is None otherwise).
+        """
+        *coarse, level = training_level(volume, scribbles, mask, cfg.coarse_voxels)
+        prep = prepare(*coarse, cfg)
+        self._ensure_network(volume, cfg)
+        history, stop_reason = train(self.network, self.optimizer, [prep], cfg, NETWORK, max_iter, self.device,
+                                     self.iterations_done, progress)
+        self.iterations_done += len(history)
+        whole = prep.roi.numel() <= cfg.max_voxels  # else trained on patches: no head phase, no cache
+        if whole:
+            calibrate_batchnorm(self.network, prep.image.to(self.device))
+        full = prep if level == 0 else prepare(volume, scribbles, mask, cfg, targets=False)
+        crop_features = self._features(full, cfg, progress)
+        full_features = in_roi(crop_features, full)
+        train_prep = None
+        if whole:  # the head phase trains on the training level's features
+            train_features = crop_features if level == 0 else self._features(prep, cfg)
+            train_prep = replace(prep, image=train_features[None], scribbles=None, targets=None)
+        fitted = RefineCache(key, full.n_scribble_classes, level, train_prep, full, full_features)
+        keep = train_prep is not None and RefineCache.fits(full_features, train_prep.image)
+        self._cache = fitted if keep else None
+        return fitted, history, stop_reason
+
+    def fit_reference(self, volumes: Sequence[Volume], masks: Optional[Sequence] = None,
+                      max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None) -> List[dict]:
+        """Reference mode: train one network on several images (a step on each in turn).
+
+        Labels are then fixed from the first image; ``predict`` applies them without retraining.
+        Returns the training history.
+        """
+        if not volumes:
+            raise InputError("reference mode needs at least one image")
+        if len({v.spatial_dims for v in volumes}) > 1 or len({v.n_channels for v in volumes}) > 1:
+            raise InputError("reference images must share spatial dimensions and channel count")
+        masks = list(masks) if masks is not None else [None] * len(volumes)
+        cfg = self._check(volumes[0], None, masks[0])
+        preps = [prepare(v, None, m, self._check(v, None, m)) for v, m in zip(volumes, masks)]
+        self._ensure_network(volumes[0], cfg)
+        self._cache = None
+        history, _ = train(self.network, self.optimizer, preps, cfg, NETWORK, max_iter or cfg.max_iter, self.device,
+                           self.iterations_done, progress)
+        self.iterations_done += len(history)
+        channels = self._channels(preps[0], in_roi(self._features(preps[0], cfg, progress), preps[0]))
+        self.channel_to_label = self._assign(channels, preps[0], cfg)
+        return history
+
+    def _check(self, volume: Volume, scribbles, mask) -> SegmentationConfig:
+        """Validate the input (and that it suits a trained network); the config resolved for its dims."""
+        validate_volume(volume)
+        validate_mask(mask, volume)
+        net = self.network
+        if net is not None and (volume.spatial_dims, volume.n_channels) != (net.spatial_dims, net.in_channels):
+            raise InputError(f"image has {volume.spatial_dims} spatial dims and {volume.n_channels} channels; the "
+                             f"network was made for {net.spatial_dims} and {net.in_channels}", volume.source)
+        return self.config.resolved(volume.spatial_dims)
+
+    def _ensure_network(self, volume: Volume, cfg: SegmentationConfig) -> None:
+        if self.network is None:
+            torch.manual_seed(cfg.seed)
+            self.network = ClusteringNet(volume.spatial_dims, volume.n_channels, cfg.n_clusters, cfg.n_conv)
+            self.network.to(self.device)
+            self.optimizer = torch.optim.SGD(self.network.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+
+    def _assign(self, channel_labels: np.ndarray, prep: Prepared, cfg, keep: bool = False) -> np.ndarray:
+        """Channel -> label mapping for a crop's argmax channels (see labels.assign_labels)."""
+        previous = self.channel_to_label if keep else None
+        return assign_labels(channel_labels, prep.image[0].numpy(), prep.roi[0].numpy(), cfg.n_clusters,
+                             prep.n_scribble_classes, cfg.n_labels, previous)
+
+    # ------------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def _features(self, prep: Prepared, cfg: SegmentationConfig, progress=None) -> torch.Tensor:
+        """Eval-mode features (q, *crop) of the crop, on the CPU; sliding window above the voxel budget."""
+        self.network.eval()
+        if prep.roi.numel() <= cfg.max_voxels:
+            return self.network.features(prep.image.to(self.device))[0].cpu()
+        size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
+        if progress:
+            progress(Predicting(list(size)))
+        return sliding_window_response(self.network.features, prep.image, size, cfg, self.device)
+
+    @torch.no_grad()
+    def _channels(self, prep: Prepared, roi_features: torch.Tensor) -> np.ndarray:
+        """Argmax channels of the eval-mode head: (q, N) ROI features -> (*crop) int64, 0 outside the ROI."""
+        self.network.eval()
+        dims = self.network.spatial_dims
+        channels = torch.cat([self.network.head(pointwise(chunk.to(self.device), dims)).flatten(1).argmax(1).cpu()
+                              for chunk in roi_features.split(_HEAD_CHUNK, dim=1)])
+        crop = torch.zeros(prep.roi.shape[1:], dtype=torch.long)
+        crop[prep.roi[0]] = channels
+        return crop.numpy()
+
+    def predict(self, volume: Volume, mask=None, progress: Optional[ProgressCallback] = None) -> SegmentationResult:
+        """Segment ``volume`` with the trained network, without optimisation (reference mode)."""
+        if self.network is None:
+            raise InputError("the segmenter has not been fitted: fit it or load a model first")
+        start = time.perf_counter()
+        cfg = self._check(volume, None, mask)
+        prep = prepare(volume, None, mask, cfg, targets=False)
+        channels = self._channels(prep, in_roi(self._features(prep, cfg, progress), prep))
+        self.channel_to_label = self._assign(channels, prep, cfg, keep=True)
+        return self._result(channels, prep, 0, "predict", [], start)
+
+    def _result(self, channel_labels: np.ndarray, prep: Prepared, iterations, stop_reason, history,
+                start) -> SegmentationResult:
+        labels = np.zeros(prep.full_shape, np.int32)
+        labels[prep.crop] = self.channel_to_label[channel_labels]
+        labels[~prep.full_roi] = 0
+        n_labels = int(np.unique(labels[prep.full_roi]).size)
+        return SegmentationResult(labels, n_labels, iterations, stop_reason, history,
+                                  time.perf_counter() - start, str(self.device))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write network weights, optimiser state, label mapping and config to ``path`` (a versioned state of
+        tensors and plain values), and the features cached for refining the last fitted volume (q floats per
+        ROI voxel: ~240 MB for a 1 mm brain)."""
+        if self.network is None:
+            raise InputError("nothing to save: the segmenter has not been fitted")
+        persistence.write_state({
+            "config": self.config.to_dict(), "network": self.network.hyper_parameters(),
+            "state_dict": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "channel_to_label": torch.from_numpy(np.asarray(self.channel_to_label, np.int64)),
+            "iterations_done": self.iterations_done, "refine_cache": persistence.cache_state(self._cache)}, path)
+
+    @classmethod
+    def load(cls, path, device: Optional[str] = None) -> "Segmenter":
+        """Re-create a Segmenter saved with ``save`` (no code in the file is ever run); ``device`` overrides
+        the saved device."""
+        state = persistence.read_state(path)
+        try:
+            config = SegmentationConfig(**state["config"])
+            if device is not None:
+                config = config.replace(device=device)
+            seg = cls(config)
+            seg.network = ClusteringNet(**state["network"]).to(seg.device)
+            seg.network.load_state_dict(state["state_dict"])
+            seg.optimizer = torch.optim.SGD(seg.network.parameters(), lr=config.lr, momentum=config.momentum)
+            seg.optimizer.load_state_dict(state["optimizer"])
+            seg.channel_to_label = state["channel_to_label"].numpy()
+            seg.iterations_done = int(state["iterations_done"])
+            seg._cache = persistence.cache_from_state(state.get("refine_cache"))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"damaged UnsupervisedSeg model ({exc.__class__.__name__}: {exc})", path) from None
+        return seg
+
+
+def segment(volume: Volume, scribbles=None, mask=None, config: Optional[SegmentationConfig] = None,
+            progress: Optional[ProgressCallback] = None, **overrides) -> SegmentationResult:
+    """One-shot segmentation of ``volume`` (see Segmenter.fit)."""
+    return Segmenter(config, **overrides).fit(volume, scribbles, mask, progress=progress)
+
+
+def segment_sequence(frames: Sequence[Volume], config: Optional[SegmentationConfig] = None, masks=None,
+                     warm_max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None,
+                     **overrides) -> List[SegmentationResult]:
+    """Sequence mode: frames (video, 4D time points) in order, each warm-started from the previous network.
+
+    The channel -> label mapping of the first frame is kept, so a structure keeps its label over time.
+    """
+    seg = Segmenter(config, **overrides)
+    masks = list(masks) if masks is not None else [None] * len(frames)
+    results = []
+    for index, (frame, mask) in enumerate(zip(frames, masks)):
+        max_iter = None if index == 0 else warm_max_iter
+        results.append(seg.fit(frame, mask=mask, max_iter=max_iter, progress=progress, keep_labels=index > 0))
+    return results

@@ -1,0 +1,164 @@
+"""The training loop: SGD steps of one phase until a stop rule holds.
+
+Phases:
+- NETWORK: every layer trains with BatchNorm batch statistics; for the first ``init_iter`` steps the
+  targets are an initial clustering of the intensities, afterwards the network's own argmax (self-training).
+- HEAD: only the 1x1 clustering head trains, on cached eval-mode features (BatchNorm running statistics),
+  with the scribble loss on the strokes' full-resolution features (refinement, strokes after coarse training).
+
+Stop rules, checked after every step: "min_labels" (the label count fell to the minimum from above, not
+while initialising), "converged" (fewer than ``convergence_tol`` of the ROI labels changed over the last
+``convergence_window`` steps), else "max_iter".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..core.progress import FitStep, ProgressCallback
+from .config import SegmentationConfig
+from .losses import ClusteringLoss, scribble_loss
+from .patches import PatchSampler, choose_patch_size
+from .preprocess import Prepared
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What a run of steps trains: the whole network (batch statistics) or only its head (eval mode)."""
+
+    name: str
+    batch_statistics: bool
+
+
+NETWORK = Phase("network", True)
+HEAD = Phase("head", False)
+
+
+class StopRules:
+    """The stop rules of one phase, and the share of the run estimated done."""
+
+    def __init__(self, cfg: SegmentationConfig, min_labels: int, max_iter: int):
+        self.cfg, self.min_labels, self.max_iter = cfg, min_labels, max_iter
+        self.first_n_labels: Optional[int] = None
+        self.snapshots: Dict[int, torch.Tensor] = {}  # image index -> its labels at the last check
+        self.fraction = 0.0
+
+    def fell_to_min_labels(self, n_labels: int, initialising: bool) -> bool:
+        if self.first_n_labels is None:
+            self.first_n_labels = n_labels
+        return n_labels <= self.min_labels < self.first_n_labels and not initialising
+
+    def is_check(self, iteration: int) -> bool:
+        """Convergence is checked every window, and at step 1 (the labels before any step, for warm starts)."""
+        return iteration % self.cfg.convergence_window == 0 or iteration == 1
+
+    def changed(self, index: int, labels: torch.Tensor) -> Optional[float]:
+        """Share of image ``index``'s labels that changed since its last check (None at its first)."""
+        previous, self.snapshots[index] = self.snapshots.get(index), labels
+        return None if previous is None else float((previous != labels).float().mean())
+
+    def progress(self, iteration: int, changed: Optional[float]) -> float:
+        """Share done: the larger of the steps' share of max_iter and, on a log scale, how far the label
+        changes have come down towards the tolerance (1.0 = converged); never decreases."""
+        share = iteration / self.max_iter
+        if changed is not None:
+            tol = self.cfg.convergence_tol
+            share = max(share, min(1.0, math.log(max(changed, tol)) / math.log(tol)))
+        self.fraction = max(self.fraction, min(share, 1.0))
+        return self.fraction
+
+
+def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, preps: Sequence[Prepared],
+          cfg: SegmentationConfig, phase: Phase, max_iter: int, device: torch.device, steps_done: int,
+          progress: Optional[ProgressCallback] = None, strokes=None) -> Tuple[List[dict], str]:
+    """Run SGD steps of ``model`` in ``phase`` until a stop rule holds; returns (history, stop_reason).
+
+    preps: the images in turn (one step each); for HEAD their images are features (1, q, *crop).
+    strokes (HEAD): (features (M, q, 1, 1[, 1]), classes (M, 1, 1[, 1])) of the full-resolution strokes.
+    steps_done: the network's training steps before this run (the learning rate decays over them; a head
+    phase decays on from where the network stopped, the same for every refinement).
+    Below the voxel budget every step sees one whole crop, otherwise random patches.
+    history: one dict per step: iteration, phase, n_labels, loss, similarity, continuity, scribble, and
+    changed on the steps that check convergence.
+    """
+    strokes = None if strokes is None else tuple(t.to(device) for t in strokes)
+    loss_fn = ClusteringLoss(cfg.sim_weight, cfg.con_weight, cfg.scr_weight, preps[0].spacing)
+    n_classes = max(p.n_scribble_classes for p in preps)
+    rules = StopRules(cfg, max(cfg.min_labels, n_classes, cfg.n_labels or 0), max_iter)
+    whole = all(p.roi.numel() <= cfg.max_voxels for p in preps)
+    samplers = None if whole else [_sampler(p, cfg, device, steps_done) for p in preps]
+    history: List[dict] = []
+    model.train(phase.batch_statistics)
+    for it in range(1, max_iter + 1):
+        index = (it - 1) % len(preps)
+        batch = _batch(preps[index], None if whole else samplers[index], device)
+        image, roi, scr, targets = batch["image"], batch["roi"], batch.get("scribbles"), batch.get("targets")
+        if cfg.lr_half_life:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * 0.5 ** ((steps_done + it - 1) / cfg.lr_half_life)
+        optimizer.zero_grad(set_to_none=True)
+        response = model(image)
+        pseudo = response.detach().max(1).indices  # the argmax (first maximum); ~3x faster than argmax(1) on CPU
+        initialising = targets is not None and it <= cfg.init_iter
+        parts = loss_fn(response, targets if initialising else pseudo, roi, scr)
+        if strokes is not None:
+            parts["scribble"] = scribble_loss(model(strokes[0]), strokes[1])
+            parts["loss"] = parts["loss"] + cfg.scr_weight * parts["scribble"]
+        parts["loss"].backward()
+        optimizer.step()
+        record = {"iteration": it, "phase": phase.name, "n_labels": int(torch.unique(pseudo[roi]).numel()),
+                  **{k: float(v.detach()) for k, v in parts.items()}}
+        history.append(record)
+        stop = "min_labels" if rules.fell_to_min_labels(record["n_labels"], initialising) else None
+        if stop is None and rules.is_check(it):
+            current = pseudo[roi].cpu() if whole else _probe_labels(model, samplers[index], device)
+            model.train(phase.batch_statistics)
+            changed = rules.changed(index, current)
+            if changed is not None:
+                record["changed"] = changed
+                stop = "converged" if changed < cfg.convergence_tol else None
+        if progress:
+            progress(FitStep(max_iter=max_iter, tolerance=cfg.convergence_tol,
+                             fraction=1.0 if stop else rules.progress(it, record.get("changed")), **record))
+        if stop:
+            return history, stop
+    return history, "max_iter"
+
+
+def _batch(prep: Prepared, sampler: Optional[PatchSampler], device: torch.device) -> dict:
+    """The maps of one step on ``device``: the whole crop, or a batch of random patches."""
+    if sampler is None:
+        batch = {"image": prep.image, "roi": prep.roi, "scribbles": prep.scribbles, "targets": prep.targets}
+    else:
+        batch = sampler.sample()
+    return {k: (None if v is None else v.to(device)) for k, v in batch.items()}
+
+
+def _sampler(prep: Prepared, cfg: SegmentationConfig, device: torch.device, steps_done: int) -> PatchSampler:
+    size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], device)
+    maps = {"image": prep.image, "roi": prep.roi, "scribbles": prep.scribbles, "targets": prep.targets}
+    return PatchSampler(maps, size, cfg.patch_batch, seed=cfg.seed + steps_done)
+
+
+@torch.no_grad()
+def _probe_labels(model: torch.nn.Module, sampler: PatchSampler, device: torch.device) -> torch.Tensor:
+    """Eval-mode labels of a fixed set of patches, to tell whether training has converged."""
+    model.eval()
+    return model(sampler.probe.to(device)).argmax(1).cpu()
+
+
+@torch.no_grad()
+def calibrate_batchnorm(network: torch.nn.Module, image: torch.Tensor) -> None:
+    """Set BatchNorm running statistics to those of ``image`` (1, C, *crop), the training crop, so that
+    eval-mode prediction normalises as the training steps did (not by a lagging moving average)."""
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 1.0
+    network.train()
+    network(image)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
