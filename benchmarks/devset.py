@@ -459,8 +459,9 @@ def headct(mask: bool = True, padded: bool = False) -> DevVolume:
 
 def chestct(mask: bool = True) -> DevVolume:
     """Chest CT (slicerio's CTChest4.nrrd) in HU, 128 x 128 x 34 at 3.05 x 3.05 x 10 mm; -3024 outside the FOV."""
-    import SimpleITK as sitk
     from importlib import metadata, resources
+
+    import SimpleITK as sitk
 
     path = resources.files("slicerio") / "data" / "CTChest4.nrrd"
     img = sitk.ReadImage(str(path))
