@@ -1,5 +1,14 @@
-"""Shared fixtures: the bundled MNI152 sample (real data) at 2 mm and a 4 mm downsample."""
+"""Shared fixtures: the bundled MNI152 sample (real data) at 2 mm and a 4 mm downsample, and the DICOM
+test helpers (tests/helpers/dicom_series.py) as a module.
+
+Layout: tests/core, tests/engine and tests/io test one layer each; tests/faces the command line, the
+MONAI bundle and the DICOM pipeline end to end (tests/faces/slicer the Slicer module); tests/demo the
+demo and benchmark helpers. Test modules never import each other: shared code lives in tests/helpers
+and reaches the tests through fixtures here.
+"""
+import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,3 +36,21 @@ def mni_4mm(mni_2mm):
     small = Volume(np.ascontiguousarray(volume.data[(slice(None),) + sub]), tuple(s * 2 for s in volume.spacing),
                    affine, source="MNI152 4 mm (bundled sample)")
     return small, np.ascontiguousarray(mask[sub]), np.ascontiguousarray(tissues[sub])
+
+
+HELPERS = Path(__file__).resolve().parent / "helpers"
+
+
+def load_helper(name: str):
+    """tests/helpers/<name>.py as a module, loaded by path (whatever pytest's import mode)."""
+    spec = importlib.util.spec_from_file_location(f"unsupervised_seg_test_helpers.{name}", HELPERS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def dicom_series():
+    """tests/helpers/dicom_series.py: write_series, mni_axial, write_mni_series, LPS_FROM_RAS, check_seg."""
+    pytest.importorskip("pydicom")
+    return load_helper("dicom_series")

@@ -6,7 +6,6 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_fixtures import LPS_FROM_RAS, mni_axial, write_mni_series, write_series
 from unsupervised_seg import InputError
 from unsupervised_seg.io.dicom import read_dicom_series
 
@@ -14,13 +13,14 @@ PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
 CT5N = PYDICOM_FILES / "dicomdirtests" / "98892001" / "CT5N"        # 5 CT slices, 2.5 mm, stored top-down
 CT_WITH_GAP = PYDICOM_FILES / "dicomdirtests" / "77654033" / "CT2"  # 4 CT slices: -99.48, 103.02, 104.27, 105.52
 MR_RADIAL = PYDICOM_FILES / "dicomdirtests" / "98892003" / "MR700"  # 7 radial localiser slices in one series
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @pytest.fixture(scope="module")
-def mni_series(tmp_path_factory):
+def mni_series(tmp_path_factory, dicom_series):
     """(folder, paths in slice order, expected values (K, R, C), affine (k, r, c) -> LPS): 4 mm MNI152, 48 slices."""
     folder = tmp_path_factory.mktemp("mni_series")
-    paths, values, affine = write_mni_series(folder, reversed_instance_numbers=True, seed=1)
+    paths, values, affine = dicom_series.write_mni_series(folder, reversed_instance_numbers=True, seed=1)
     return folder, paths, values, affine
 
 
@@ -79,18 +79,18 @@ def test_affine_matches_the_nifti_sample(mni_series):
 
 
 @pytest.mark.parametrize("which", ["mni", "oblique", "pydicom_ct"])
-def test_agrees_with_simpleitk(which, mni_series, tmp_path):
+def test_agrees_with_simpleitk(which, mni_series, tmp_path, dicom_series):
     if which == "mni":
         folder = mni_series[0]
     elif which == "oblique":  # the slab rotated 20 degrees about x and 10 about z: sorting along a tilted normal
-        values, affine = mni_axial(slab=(20, 30))
+        values, affine = dicom_series.mni_axial(slab=(20, 30))
         a, b = np.radians(20), np.radians(10)
         rot_x = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
         rot_z = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
         rotation = np.eye(4)
         rotation[:3, :3] = rot_z @ rot_x
         folder = tmp_path / "oblique"
-        write_series(folder, values, rotation @ affine, rescale=(0.25, 10.0), seed=3)
+        dicom_series.write_series(folder, values, rotation @ affine, rescale=(0.25, 10.0), seed=3)
     else:
         folder = copy_series(sorted(CT5N.iterdir()), tmp_path / "ct5n")
     volume = read_dicom_series(folder)
@@ -128,11 +128,11 @@ def test_ignores_non_dicom_files_and_segmentations(mni_series, tmp_path):
     np.testing.assert_allclose(volume.data[0], values, atol=1e-4)
 
 
-def test_rle_compressed_series_reads_like_uncompressed(tmp_path):
+def test_rle_compressed_series_reads_like_uncompressed(tmp_path, dicom_series):
     from pydicom.uid import RLELossless
 
-    values, affine = mni_axial(slab=(20, 26))
-    write_series(tmp_path / "rle", values, affine, rescale=(0.25, 10.0), transfer_syntax=RLELossless)
+    values, affine = dicom_series.mni_axial(slab=(20, 26))
+    dicom_series.write_series(tmp_path / "rle", values, affine, rescale=(0.25, 10.0), transfer_syntax=RLELossless)
     files = list((tmp_path / "rle").iterdir())
     assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID == RLELossless
     np.testing.assert_allclose(read_dicom_series(tmp_path / "rle").data[0], values, atol=1e-4)
@@ -184,11 +184,11 @@ def test_uneven_spacing(mni_series, tmp_path):
         read_dicom_series(work)
 
 
-def test_two_series_are_listed_and_one_can_be_chosen(mni_series, tmp_path):
+def test_two_series_are_listed_and_one_can_be_chosen(mni_series, tmp_path, dicom_series):
     folder, paths, _, _ = mni_series
     work = copy_series(paths, tmp_path / "two")
-    values, affine = mni_axial(slab=(20, 25))
-    other = write_series(work / "t2", values, affine, series_description="T2 FLAIR", series_number=9, seed=5)
+    values, affine = dicom_series.mni_axial(slab=(20, 25))
+    other = dicom_series.write_series(work / "t2", values, affine, series_description="T2 FLAIR", series_number=9, seed=5)
     with pytest.raises(InputError) as err:
         read_dicom_series(work)
     message = str(err.value)

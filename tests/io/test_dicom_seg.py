@@ -6,22 +6,19 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.sr.codedict import codes
 
-from dicom_fixtures import LPS_FROM_RAS, write_mni_series
-from unsupervised_seg import InputError, SegmentationConfig, Volume, __version__, segment
+from unsupervised_seg import InputError, SegmentationConfig, Volume, segment
 from unsupervised_seg.io.dicom import read_dicom_series
 from unsupervised_seg.io.dicom_seg import write_dicom_seg
 
-CLUSTER_ANALYSIS = codes.cid7162.ClusterAnalysis
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
 
 @pytest.fixture(scope="module")
-def slab(tmp_path_factory):
+def slab(tmp_path_factory, dicom_series):
     """(folder, Volume) of 12 shuffled axial 4 mm MNI152 slices through the ventricles, InstanceNumber reversed."""
     folder = tmp_path_factory.mktemp("slab")
-    write_mni_series(folder, slab=(20, 32), reversed_instance_numbers=True, seed=2)
+    dicom_series.write_mni_series(folder, slab=(20, 32), reversed_instance_numbers=True, seed=2)
     return folder, read_dicom_series(folder)
 
 
@@ -33,82 +30,25 @@ def threshold_labels(volume):
     return labels
 
 
-def check_seg(path, volume, labels, names, algorithm_type):
-    """Assert the SEG at ``path`` encodes ``labels`` on ``volume``'s source images, frame by frame."""
-    import highdicom as hd
-
-    seg = pydicom.dcmread(path)
-    present = [int(v) for v in np.unique(labels) if v != 0]
-    assert seg.SOPClassUID == pydicom.uid.SegmentationStorage and seg.SegmentationType == "BINARY"
-    # one segment per label present, numbered 1..N in label order, named and coded
-    assert [s.SegmentNumber for s in seg.SegmentSequence] == list(range(1, len(present) + 1))
-    assert [s.SegmentLabel for s in seg.SegmentSequence] == [names.get(v, f"Cluster {v}") for v in present]
-    value_of = {s.SegmentNumber: v for s, v in zip(seg.SegmentSequence, present)}
-    for s in seg.SegmentSequence:
-        assert s.SegmentAlgorithmType == algorithm_type
-        assert s.SegmentAlgorithmName == "UnsupervisedSeg"
-        assert s.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning == "Tissue"
-        assert s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Tissue"
-        assert len(s.RecommendedDisplayCIELabValue) == 3
-        algorithm = s.SegmentationAlgorithmIdentificationSequence[0]
-        assert algorithm.AlgorithmName == "UnsupervisedSeg" and algorithm.AlgorithmVersion == __version__
-        family = algorithm.AlgorithmFamilyCodeSequence[0]
-        assert (family.CodeValue, family.CodingSchemeDesignator) == (CLUSTER_ANALYSIS.value, CLUSTER_ANALYSIS.scheme_designator)
-    assert seg.SoftwareVersions == __version__ and seg.Manufacturer == "UnsupervisedSeg"
-    # same patient, study and frame of reference; every source instance referenced
-    sources = volume.meta["dicom_datasets"]
-    for key in ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID"):
-        assert seg[key].value == sources[0][key].value
-    (series,) = seg.ReferencedSeriesSequence
-    assert series.SeriesInstanceUID == sources[0].SeriesInstanceUID
-    assert {i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence} == \
-        {ds.SOPInstanceUID for ds in sources}
-    # frame by frame: position -> source slice k, pixels == (labels[k] == value), right source image
-    lps_from_index = np.linalg.inv(LPS_FROM_RAS @ volume.affine)
-    frames = seg.pixel_array.reshape((-1,) + labels.shape[1:])
-    seen = set()
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence):
-        number = item.get("SegmentIdentificationSequence", shared.get("SegmentIdentificationSequence"))[0]\
-            .ReferencedSegmentNumber
-        position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
-        k, r, c = (lps_from_index @ (position + [1.0]))[:3]
-        assert abs(k - round(k)) < 1e-3 and abs(r) < 1e-3 and abs(c) < 1e-3
-        k = int(round(k))
-        source = item.DerivationImageSequence[0].SourceImageSequence[0]
-        if len(sources) > 1:
-            assert source.ReferencedSOPInstanceUID == sources[k].SOPInstanceUID
-        np.testing.assert_array_equal(frame, labels[k] == value_of[number])
-        seen.add((k, number))
-    needed = {(k, n) for n, v in value_of.items() for k in range(labels.shape[0]) if (labels[k] == v).any()}
-    assert needed <= seen
-    # highdicom's own reader agrees
-    if len(sources) > 1:
-        pixels = hd.seg.segread(path).get_pixels_by_source_instance(
-            [ds.SOPInstanceUID for ds in sources], combine_segments=True, relabel=False)
-        lut = np.array([0] + present)
-        np.testing.assert_array_equal(lut[pixels], labels)
-
-
-def test_known_labels_round_trip(slab, tmp_path):
+def test_known_labels_round_trip(slab, tmp_path, dicom_series):
     folder, volume = slab
     labels = threshold_labels(volume)
     out = write_dicom_seg(labels, volume, tmp_path / "seg.dcm", class_names={4: "bright"})
     assert out == tmp_path / "seg.dcm" and sorted(p.name for p in tmp_path.iterdir()) == ["seg.dcm"]  # no temp left
-    check_seg(out, volume, labels, {4: "bright"}, "AUTOMATIC")
+    dicom_series.check_seg(out, volume, labels, {4: "bright"}, "AUTOMATIC")
     single = np.where(labels == 3, 3, 0)  # one segment: highdicom moves its identification to the shared groups
-    check_seg(write_dicom_seg(single, volume, tmp_path / "one.dcm"), volume, single, {}, "AUTOMATIC")
+    dicom_series.check_seg(write_dicom_seg(single, volume, tmp_path / "one.dcm"), volume, single, {}, "AUTOMATIC")
 
 
-def test_engine_labels_round_trip(slab, tmp_path):
+def test_engine_labels_round_trip(slab, tmp_path, dicom_series):
     folder, volume = slab
     result = segment(volume, config=SegmentationConfig(max_iter=10, min_labels=3, seed=0, device="cpu"))
     assert result.labels.shape == volume.spatial_shape and result.n_labels >= 2
     out = write_dicom_seg(result.labels, volume, tmp_path / "engine.dcm")
-    check_seg(out, volume, result.labels, {}, "AUTOMATIC")
+    dicom_series.check_seg(out, volume, result.labels, {}, "AUTOMATIC")
 
 
-def test_scribbled_classes_are_named_and_semiautomatic(slab, tmp_path):
+def test_scribbled_classes_are_named_and_semiautomatic(slab, tmp_path, dicom_series):
     folder, volume = slab
     data = volume.data[0]
     scribbles = np.zeros(volume.spatial_shape, np.int32)
@@ -117,10 +57,10 @@ def test_scribbled_classes_are_named_and_semiautomatic(slab, tmp_path):
     result = segment(volume, scribbles=scribbles, config=SegmentationConfig(max_iter=10, seed=0, device="cpu"))
     names = {1: "air", 2: "white matter"}
     out = write_dicom_seg(result.labels, volume, tmp_path / "scribbled.dcm", class_names=names, scribbled=True)
-    check_seg(out, volume, result.labels, names, "SEMIAUTOMATIC")
+    dicom_series.check_seg(out, volume, result.labels, names, "SEMIAUTOMATIC")
 
 
-def test_multiframe_source_round_trip(slab, tmp_path):
+def test_multiframe_source_round_trip(slab, tmp_path, dicom_series):
     import highdicom as hd
 
     folder, volume = slab
@@ -130,7 +70,7 @@ def test_multiframe_source_round_trip(slab, tmp_path):
     enhanced = read_dicom_series(tmp_path / "mf")
     labels = threshold_labels(enhanced)
     out = write_dicom_seg(labels, enhanced, tmp_path / "seg_mf.dcm")
-    check_seg(out, enhanced, labels, {}, "AUTOMATIC")
+    dicom_series.check_seg(out, enhanced, labels, {}, "AUTOMATIC")
     frames = pydicom.dcmread(out).PerFrameFunctionalGroupsSequence
     source = frames[0].DerivationImageSequence[0].SourceImageSequence[0]
     assert source.ReferencedSOPInstanceUID == enhanced.meta["dicom_datasets"][0].SOPInstanceUID
@@ -149,7 +89,7 @@ def dciodvfy_report(path) -> str:
 
 
 @pytest.mark.parametrize("source", ["mni", "pydicom_ct"])
-def test_dciodvfy_finds_no_error(source, slab, tmp_path):
+def test_dciodvfy_finds_no_error(source, slab, tmp_path, dicom_series):
     if source == "mni":
         volume = slab[1]
     else:  # a real scanner's headers: pydicom's bundled 5-slice CT series
@@ -157,7 +97,7 @@ def test_dciodvfy_finds_no_error(source, slab, tmp_path):
                                                    tmp_path / "ct"))
     labels = threshold_labels(volume) if source == "mni" else (volume.data[0] > -300).astype(np.int32) * 2
     out = write_dicom_seg(labels, volume, tmp_path / "seg.dcm", class_names={1: "dark"})
-    check_seg(out, volume, labels, {1: "dark"}, "AUTOMATIC")
+    dicom_series.check_seg(out, volume, labels, {1: "dark"}, "AUTOMATIC")
     paths = [out] + ([volume.meta["dicom_files"][0]] if source == "mni" else [])  # our fixture's MR slices too
     for path in paths:
         report = dciodvfy_report(path)
@@ -186,8 +126,8 @@ def test_reference_must_be_dicom(slab, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_never_overwrites_a_source_file(tmp_path):
-    write_mni_series(tmp_path, slab=(20, 24), seed=4)
+def test_never_overwrites_a_source_file(tmp_path, dicom_series):
+    dicom_series.write_mni_series(tmp_path, slab=(20, 24), seed=4)
     volume = read_dicom_series(tmp_path)
     source = volume.meta["dicom_files"][0]
     before = open(source, "rb").read()

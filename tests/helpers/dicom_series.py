@@ -16,6 +16,10 @@ Image Plane, Image Pixel, MR Image and SOP Common modules filled, so that dciodv
 4. ImagePositionPatient of slice k = the LPS position of voxel (k, 0, 0) from the NIfTI affine;
 5. files get random names and are written in random order; InstanceNumber can be made to run
    against the slice position, so nothing may rely on file names, directory order or InstanceNumber.
+
+``check_seg`` asserts that a DICOM SEG file encodes a label map on a series' source images, frame by frame.
+
+Tests reach this module through the ``dicom_series`` fixture (tests/conftest.py), never by importing it.
 """
 from __future__ import annotations
 
@@ -164,3 +168,65 @@ def write_mni_series(folder, step: int = 2, slab: Optional[Sequence[int]] = None
     paths = write_series(folder, values, affine_lps, rescale=(0.25, 10.0), **kw)
     return paths, values, affine_lps
 
+
+def check_seg(path, volume, labels, names, algorithm_type):
+    """Assert the SEG at ``path`` encodes ``labels`` on ``volume``'s source images, frame by frame."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from unsupervised_seg import __version__
+
+    cluster_analysis = codes.cid7162.ClusterAnalysis
+
+    seg = pydicom.dcmread(path)
+    present = [int(v) for v in np.unique(labels) if v != 0]
+    assert seg.SOPClassUID == pydicom.uid.SegmentationStorage and seg.SegmentationType == "BINARY"
+    # one segment per label present, numbered 1..N in label order, named and coded
+    assert [s.SegmentNumber for s in seg.SegmentSequence] == list(range(1, len(present) + 1))
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == [names.get(v, f"Cluster {v}") for v in present]
+    value_of = {s.SegmentNumber: v for s, v in zip(seg.SegmentSequence, present)}
+    for s in seg.SegmentSequence:
+        assert s.SegmentAlgorithmType == algorithm_type
+        assert s.SegmentAlgorithmName == "UnsupervisedSeg"
+        assert s.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning == "Tissue"
+        assert s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Tissue"
+        assert len(s.RecommendedDisplayCIELabValue) == 3
+        algorithm = s.SegmentationAlgorithmIdentificationSequence[0]
+        assert algorithm.AlgorithmName == "UnsupervisedSeg" and algorithm.AlgorithmVersion == __version__
+        family = algorithm.AlgorithmFamilyCodeSequence[0]
+        assert (family.CodeValue, family.CodingSchemeDesignator) == (cluster_analysis.value,
+                                                                     cluster_analysis.scheme_designator)
+    assert seg.SoftwareVersions == __version__ and seg.Manufacturer == "UnsupervisedSeg"
+    # same patient, study and frame of reference; every source instance referenced
+    sources = volume.meta["dicom_datasets"]
+    for key in ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID"):
+        assert seg[key].value == sources[0][key].value
+    (series,) = seg.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == sources[0].SeriesInstanceUID
+    assert {i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence} == \
+        {ds.SOPInstanceUID for ds in sources}
+    # frame by frame: position -> source slice k, pixels == (labels[k] == value), right source image
+    lps_from_index = np.linalg.inv(LPS_FROM_RAS @ volume.affine)
+    frames = seg.pixel_array.reshape((-1,) + labels.shape[1:])
+    seen = set()
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence):
+        number = item.get("SegmentIdentificationSequence", shared.get("SegmentIdentificationSequence"))[0]\
+            .ReferencedSegmentNumber
+        position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        k, r, c = (lps_from_index @ (position + [1.0]))[:3]
+        assert abs(k - round(k)) < 1e-3 and abs(r) < 1e-3 and abs(c) < 1e-3
+        k = int(round(k))
+        source = item.DerivationImageSequence[0].SourceImageSequence[0]
+        if len(sources) > 1:
+            assert source.ReferencedSOPInstanceUID == sources[k].SOPInstanceUID
+        np.testing.assert_array_equal(frame, labels[k] == value_of[number])
+        seen.add((k, number))
+    needed = {(k, n) for n, v in value_of.items() for k in range(labels.shape[0]) if (labels[k] == v).any()}
+    assert needed <= seen
+    # highdicom's own reader agrees
+    if len(sources) > 1:
+        pixels = hd.seg.segread(path).get_pixels_by_source_instance(
+            [ds.SOPInstanceUID for ds in sources], combine_segments=True, relabel=False)
+        lut = np.array([0] + present)
+        np.testing.assert_array_equal(lut[pixels], labels)

@@ -22,7 +22,7 @@ from unsupervised_seg import InputError, SegmentationConfig, Segmenter, Volume, 
 from unsupervised_seg.demo.metrics import hungarian_dice
 from unsupervised_seg.demo.sample import SAMPLE_MASK, SAMPLE_T1, SAMPLE_TISSUES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "monai_bundle" / "configs"
 INFERENCE = str(CONFIGS / "inference.json")
 MULTI_GPU = str(CONFIGS / "multi_gpu_inference.json")
