@@ -1,6 +1,8 @@
 """2D raster images (PNG, JPEG, TIFF, BMP) in and PNG label maps out, through Pillow.
 
-Arrays are (rows, columns); spacing is 1 and there is no affine.
+Arrays are (rows, columns); spacing is 1 and there is no affine. Label maps are written as palette PNGs:
+the pixel values are the labels (read back unchanged), and the palette shows each label in its segment
+colour (label 0 black), so that the file is readable in any image viewer.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..core.errors import InputError
+from ..core.segments import label_color
 from ..core.volume import Volume
 from .nifti import label_dtype
 
@@ -52,8 +55,21 @@ def read_raster_labels(path) -> np.ndarray:
     return array
 
 
+def label_palette() -> list:
+    """The 256-entry RGB palette of label PNGs: index 0 black, index k the colour of label k."""
+    colours = [(0, 0, 0)] + [tuple(round(255 * c) for c in label_color(k)) for k in range(1, 256)]
+    return [value for colour in colours for value in colour]
+
+
 def write_png(labels: np.ndarray, path) -> None:
-    """Write 2D labels (rows, columns) as an 8-bit (or 16-bit above 255) grey PNG holding the label values."""
+    """Write 2D labels (rows, columns) as a PNG holding the label values.
+
+    Labels up to 255: an 8-bit palette ('P') image coloured by ``label_palette``; above: a 16-bit grey image.
+    """
     if labels.ndim != 2:
         raise InputError(f"PNG output needs a 2D image, the labels have shape {labels.shape}", path)
-    Image.fromarray(np.ascontiguousarray(labels.astype(label_dtype(labels)))).save(str(Path(path)), format="PNG")
+    dtype = label_dtype(labels)
+    image = Image.fromarray(np.ascontiguousarray(labels.astype(dtype)))
+    if dtype == np.uint8:
+        image.putpalette(label_palette())  # 'L' -> 'P' with the indices unchanged
+    image.save(str(Path(path)), format="PNG")
