@@ -18,8 +18,46 @@ def ce_two(logit_true, logit_other):
     return math.log(1 + math.exp(logit_other - logit_true))
 
 
-def test_pseudo_labels_are_argmax():
-    assert torch.equal(RESPONSE.argmax(1), PSEUDO)
+class _FixedResponse(torch.nn.Module):
+    """A stand-in network whose response is RESPONSE for any input (a zero bias gives SGD a parameter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, image):
+        return RESPONSE + self.bias
+
+
+def test_training_fits_the_initial_targets_then_its_own_argmax_with_ties_to_the_first_channel(monkeypatch):
+    """engine.training.train: step 1 (init_iter = 1) is fitted to the initial clustering, step 2 to the response's
+    argmax, the first channel winning a tie (pixel (1, 1)); history counts the argmax labels in the ROI."""
+    from unsupervised_seg import SegmentationConfig
+    from unsupervised_seg.engine import training
+    from unsupervised_seg.engine.preprocess import Prepared
+
+    seen = []
+
+    class RecordingLoss(ClusteringLoss):
+        def forward(self, response, pseudo_labels, roi=None, scribbles=None):
+            seen.append(pseudo_labels.clone())
+            return super().forward(response, pseudo_labels, roi, scribbles)
+
+    monkeypatch.setattr(training, "ClusteringLoss", RecordingLoss)
+    initial = torch.ones(1, 2, 2, dtype=torch.long)  # an initial clustering: every pixel in channel 1
+    roi = torch.ones(1, 2, 2, dtype=torch.bool)
+    prep = Prepared(torch.zeros(1, 1, 2, 2), None, roi, initial, (slice(0, 2), slice(0, 2)), (2, 2),
+                    roi[0].numpy(), (1.0, 1.0), 0)
+    cfg = SegmentationConfig(min_labels=1, init_iter=1).resolved(2)
+    model = _FixedResponse()
+    history, stop = training.train(model, torch.optim.SGD(model.parameters(), lr=0.0), [prep], cfg, training.NETWORK,
+                                   2, torch.device("cpu"), 0)
+    assert stop == "max_iter" and [h["iteration"] for h in history] == [1, 2]
+    assert torch.equal(seen[0], initial) and torch.equal(seen[1], PSEUDO)
+    assert [h["n_labels"] for h in history] == [2, 2]  # labels of the argmax: channels 0 and 1
+    assert history[1]["similarity"] == pytest.approx(similarity_loss(RESPONSE, PSEUDO).item(), abs=1e-6)
+    assert history[0]["similarity"] == pytest.approx((ce_two(0, 1) + ce_two(1, 0) + ce_two(0, 2) + ce_two(0, 0)) / 4,
+                                                     abs=1e-6)  # against channel 1 everywhere
 
 
 def test_similarity_by_hand():

@@ -192,41 +192,52 @@ def test_rgb_photograph_with_reference_defaults():
     assert labels[50, 75] != labels[85, 20] or np.unique(labels).size == 2
 
 
-@pytest.mark.parametrize("case, match", [
-    ("nan", "NaN"), ("inf", "NaN/Inf"), ("constant", "constant"), ("shape", "shape"), ("negative", "negative"),
-    ("too_many", "more than"), ("empty_roi", "empty"), ("four_d", "spatial dimensions"),
-])
-def test_bad_input_gives_one_clear_error(case, match):
-    data = np.random.default_rng(0).random((1, 12, 12, 12)).astype(np.float32)
-    scribbles, mask = None, None
-    if case == "nan":
-        data[0, 3, 3, 3] = np.nan
-    elif case == "inf":
-        data[0, 3, 3, 3] = np.inf
-    elif case == "constant":
-        data[:] = 7.0
-    elif case == "shape":
-        scribbles = np.zeros((12, 12, 11), int)
-    elif case == "negative":
-        scribbles = np.zeros((12, 12, 12), int)
-        scribbles[0, 0, 0] = -1
-    elif case == "too_many":
-        scribbles = np.zeros((12, 12, 12), int)
-        scribbles[0, 0, 0] = 500
-    elif case == "empty_roi":
-        mask = np.zeros((12, 12, 12), bool)
-    elif case == "four_d":
-        data = np.zeros((1, 4, 4, 4, 4), np.float32)
+def _image(shape=(12, 12, 12)):
+    return np.random.default_rng(0).random((1, *shape)).astype(np.float32)
+
+
+def _with_voxel(value):
+    data = _image()
+    data[0, 3, 3, 3] = value
+    return data
+
+
+def _scribbles_with(value, dtype=int):
+    scribbles = np.zeros((12, 12, 12), dtype)
+    scribbles[0, 0, 0] = value
+    return scribbles
+
+
+# (id, image (C, *spatial), scribbles, mask, the problem the one-line message must state)
+BAD_INPUTS = [
+    ("nan_voxel", _with_voxel(np.nan), None, None, "image has 1 NaN/Inf voxels"),
+    ("inf_voxel", _with_voxel(np.inf), None, None, "image has 1 NaN/Inf voxels"),
+    ("constant_image", np.full((1, 12, 12, 12), 7.0, np.float32), None, None, "channel 0 is constant (value 7)"),
+    ("scribbles_other_shape", _image(), np.zeros((12, 12, 11), int), None,
+     "scribbles have shape (12, 12, 11), the image (12, 12, 12)"),
+    ("negative_scribble", _image(), _scribbles_with(-1), None, "scribbles contain negative class ids (min -1)"),
+    ("too_many_scribble_classes", _image(), _scribbles_with(500), None, "class ids up to 500, more than the"),
+    ("fractional_scribbles", _image(), _scribbles_with(1.5, float), None, "must be integer class ids"),
+    ("empty_roi", _image(), None, np.zeros((12, 12, 12), bool), "ROI mask is empty"),
+    ("mask_other_shape", _image(), None, np.ones((12, 12, 13), bool),
+     "ROI mask shape (12, 12, 13) differs from the image's (12, 12, 12)"),
+    ("four_spatial_dims", np.zeros((1, 4, 4, 4, 4), np.float32), None, None, "(4 spatial dimensions"),
+]
+
+
+@pytest.mark.parametrize("data, scribbles, mask, problem", [case[1:] for case in BAD_INPUTS],
+                         ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_gives_one_line_naming_the_file_and_the_problem(data, scribbles, mask, problem):
     volume = Volume(data, source="case.nii.gz")
-    with pytest.raises(InputError, match=match) as info:
+    with pytest.raises(InputError) as info:
         segment(volume, scribbles=scribbles, mask=mask, max_iter=2)
-    assert "case.nii.gz" in str(info.value) and "\n" not in str(info.value)
+    message = str(info.value)
+    assert info.value.path == "case.nii.gz" and message.startswith("case.nii.gz: ")
+    assert problem in message and "\n" not in message, message
 
 
 def test_device_auto_is_cpu_here():
     from unsupervised_seg.engine.device import resolve_device
-
-    import torch
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
