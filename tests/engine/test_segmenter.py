@@ -266,18 +266,3 @@ def test_coarse_to_fine_learns_the_strokes_at_full_resolution(mni_2mm):
     assert np.mean(result.labels[marked] == scribbles[marked]) >= 0.95
     dice = hungarian_dice(result.labels, truth, mask)
     assert dice["mean"] >= 0.9, dice  # 0.913; the same fit without the head phase: 0.894
-
-
-def test_halve_resolution_keeps_thin_strokes():
-    from unsupervised_seg.engine.preprocess import halve_resolution
-
-    data = np.arange(5 * 6 * 7, dtype=np.float32).reshape(1, 5, 6, 7)
-    scribbles = np.zeros((5, 6, 7), int)
-    scribbles[3, 1:5, 5] = 2  # a one-voxel-thin stroke on an odd slice
-    mask = np.ones((5, 6, 7), bool)
-    coarse, coarse_scribbles, coarse_mask = halve_resolution(Volume(data, (1.0, 1.5, 2.0)), scribbles, mask)
-    assert coarse.spatial_shape == (3, 3, 4) and coarse.spacing == (2.0, 3.0, 4.0)
-    assert coarse.data[0, 0, 0, 0] == pytest.approx(data[0, :2, :2, :2].mean())
-    assert coarse.data[0, 2, 2, 3] == pytest.approx(data[0, 4:, 4:, 6:].mean())  # partial edge block
-    assert set(np.unique(coarse_scribbles)) == {0, 2} and np.count_nonzero(coarse_scribbles) == 3  # rows 1, 2-3, 4
-    assert coarse_mask.all()
