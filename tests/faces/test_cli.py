@@ -146,8 +146,8 @@ def test_demo_subprocess_writes_labels_overlay_and_dice(tmp_path):
     assert again.returncode == 1 and "--overwrite" in again.stderr
 
 
-def _bad_cases(folder, image, crop, tmp_path):
-    """(name, argv, path the message must name) for each kind of bad input."""
+def _bad_cases(folder, image, tmp_path):
+    """{case: (argv, the path the message must name)} for each kind of bad input."""
     data = image.read_bytes()
     truncated = folder / "truncated.nii.gz"
     truncated.write_bytes(data[: len(data) - 200])
@@ -159,25 +159,36 @@ def _bad_cases(folder, image, crop, tmp_path):
     in_the_way.write_text("")
     missing = folder / "missing.nii.gz"
     out = tmp_path / "out" / "labels.nii.gz"
-    return [
-        ("missing", ["segment", missing, "-o", out], missing),
-        ("truncated", ["segment", truncated, "-o", out], truncated),
-        ("not an image", ["segment", text, "-o", out], text),
-        ("scribbles on another grid", ["segment", image, "--scribbles", other_grid, "-o", out], other_grid),
-        ("output folder blocked", ["segment", image, "-o", in_the_way / "labels.nii.gz"], in_the_way),
-        ("unknown output extension", ["segment", image, "-o", tmp_path / "labels.xyz"], tmp_path / "labels.xyz"),
-    ]
+    return {
+        "missing": (["segment", missing, "-o", out], missing),
+        "truncated": (["segment", truncated, "-o", out], truncated),
+        "not_an_image": (["segment", text, "-o", out], text),
+        "scribbles_on_another_grid": (["segment", image, "--scribbles", other_grid, "-o", out], other_grid),
+        "output_folder_blocked": (["segment", image, "-o", in_the_way / "labels.nii.gz"], in_the_way),
+        "unknown_output_extension": (["segment", image, "-o", tmp_path / "labels.xyz"], tmp_path / "labels.xyz"),
+    }
 
 
-@pytest.mark.parametrize("case", range(6))
-def test_each_bad_input_gives_one_line_naming_the_file_and_exit_1(case, inputs, crop, tmp_path, capsys):
+# (case, words of the problem the one-line message must state)
+BAD_CASES = [
+    ("missing", "no such file"),
+    ("truncated", "truncated"),
+    ("not_an_image", "not a supported image file"),
+    ("scribbles_on_another_grid", "another grid"),
+    ("output_folder_blocked", "a file of that name is in the way"),
+    ("unknown_output_extension", ".xyz"),
+]
+
+
+@pytest.mark.parametrize("case, problem", BAD_CASES, ids=[case for case, _ in BAD_CASES])
+def test_each_bad_input_gives_one_line_naming_the_file_and_exit_1(case, problem, inputs, tmp_path, capsys):
     folder, image = inputs
-    name, argv, named = _bad_cases(folder, image, crop, tmp_path)[case]
+    argv, named = _bad_cases(folder, image, tmp_path)[case]
     before = digest(folder)
     code = main([str(a) for a in argv] + ITER + ["--progress", "none"])
-    err = capsys.readouterr().err
-    assert code == 1, name
-    assert len(error_lines(err)) == 1 and str(named) in error_lines(err)[0], (name, err)
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 1
+    assert len(lines) == 1 and str(named) in lines[0] and problem in lines[0], lines
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert digest(folder) == before
 
