@@ -61,7 +61,7 @@ def _two_channels():
     return np.zeros((2,) + SHAPE, np.uint8)
 
 
-@pytest.mark.parametrize("make, problem", [
+INVALID = [
     (_other_shape, "scribbles have shape (4, 5, 7), the image (4, 5, 6)"),
     (_two_channels, "scribbles have shape (2, 4, 5, 6), the image (4, 5, 6)"),
     (_fractional, "scribbles must be integer class ids (0 = unlabelled)"),
@@ -69,7 +69,10 @@ def _two_channels():
     (_text, "scribbles must be integer class ids, got dtype <U1"),
     (_negative, "scribbles contain negative class ids (min -3); 0 = unlabelled, k >= 1 = class k"),
     (_too_many, "scribbles use class ids up to 9, more than the 8 clusters of the network"),
-], ids=lambda v: v.__name__.strip("_") if callable(v) else "")
+]
+
+
+@pytest.mark.parametrize("make, problem", INVALID, ids=[make.__name__.strip("_") for make, _ in INVALID])
 def test_invalid_scribbles_raise_one_input_error_naming_the_file(make, problem):
     with pytest.raises(InputError) as info:
         validate_scribbles(make(), SHAPE, max_classes=8, source="brain_scribbles.nii.gz")

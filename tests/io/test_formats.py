@@ -142,23 +142,41 @@ def test_scribbles_on_another_grid_are_rejected_naming_the_file(t1_nifti, tmp_pa
         load_mask(rotated, volume)
 
 
-def test_missing_truncated_and_foreign_files_raise_input_error_naming_them(t1_nifti, tmp_path):
-    path, _ = t1_nifti
-    truncated = tmp_path / "truncated.nii.gz"
-    truncated.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    not_gzip = tmp_path / "text.nii.gz"
-    not_gzip.write_text("this is not an image\n")
-    text = tmp_path / "notes.txt"
-    text.write_text("hello\n")
-    fake_png = tmp_path / "fake.png"
-    fake_png.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
-    cases = {tmp_path / "missing.nii.gz": "no such file", truncated: "truncated", not_gzip: "cannot read as NIfTI",
-             text: "not a supported image file", fake_png: "cannot read as a 2D image"}
-    for bad, problem in cases.items():
-        with pytest.raises(InputError, match=problem) as info:
-            load_volume(bad)
-        assert info.value.path == str(bad)
-        assert "\n" not in str(info.value)
+def _missing(folder, good):
+    return folder / "missing.nii.gz"
+
+
+def _truncated(folder, good):
+    (folder / "truncated.nii.gz").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    return folder / "truncated.nii.gz"
+
+
+def _text_named_nifti(folder, good):
+    (folder / "text.nii.gz").write_text("this is not an image\n")
+    return folder / "text.nii.gz"
+
+
+def _text(folder, good):
+    (folder / "notes.txt").write_text("hello\n")
+    return folder / "notes.txt"
+
+
+def _fake_png(folder, good):
+    (folder / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    return folder / "fake.png"
+
+
+BAD_FILES = [(_missing, "no such file"), (_truncated, "truncated"), (_text_named_nifti, "cannot read as NIfTI"),
+             (_text, "not a supported image file"), (_fake_png, "cannot read as a 2D image")]
+
+
+@pytest.mark.parametrize("make, problem", BAD_FILES, ids=[make.__name__.strip("_") for make, _ in BAD_FILES])
+def test_missing_truncated_and_foreign_files_raise_input_error_naming_them(make, problem, t1_nifti, tmp_path):
+    bad = make(tmp_path, t1_nifti[0])
+    with pytest.raises(InputError, match=problem) as info:
+        load_volume(bad)
+    assert info.value.path == str(bad)
+    assert "\n" not in str(info.value)
 
 
 def test_png_photo_round_trip_and_reference_scribble_convention(tmp_path):
