@@ -9,8 +9,8 @@ Volumes (one function each; ``load(name)`` builds any of them). ``mask`` is what
 
 | name | image | truth | mask given |
 |---|---|---|---|
-| mni1mm, mni2mm, mni4mm | MNI152 2009a T1 template (nilearn, bundled) | argmax of its CSF/GM/WM maps in its brain mask | brain mask |
-| mni2mm_nomask | the package's bundled 2 mm sample (unsupervised_seg demo data), whole head | the bundled tissue labels | none |
+| mni1mm, mni2mm, mni4mm | MNI152 2009a T1 template (nilearn ships it brain-extracted: ~0 outside the brain) | argmax of its CSF/GM/WM maps in its brain mask | brain mask |
+| mni2mm_nomask | the package's bundled 2 mm sample (unsupervised_seg demo data): the same brain, zeros around it | the bundled tissue labels | none |
 | colin1mm, colin2mm | Colin27 ch2bet (Debian mricron-data), brain-extracted single-subject T1 | THRESHOLD: histogram valleys of the 3x3x3-median image | brain |
 | colin2mm_nomask | Colin27 ch2 (same subject and grid, whole head) | as colin2mm | none |
 | itkt1, itkt1_nomask | ITK's example T1 (Debian insighttoolkit5-examples), single subject, 2 x 2 x 3 mm, whole head | ATROPOS WITH PRIORS: brain mask and CSF/GM/WM priors from MNI152 (nilearn) by ANTs SyN registration; committed in data/itkt1_truth.nii.gz | brain / none |
@@ -252,7 +252,7 @@ def mni(resolution: int = 2) -> DevVolume:
         from unsupervised_seg.sample import mni152_arrays
 
     image, roi, truth, affine = mni152_arrays(2 if resolution == 4 else resolution)
-    source = f"MNI152 2009a symmetric T1 template, {resolution} mm"
+    source = f"MNI152 2009a symmetric T1 template (brain-extracted), {resolution} mm"
     if resolution == 4:
         sub = (slice(None, None, 2),) * 3
         image, roi, truth = (np.ascontiguousarray(a[sub]) for a in (image, roi, truth))
@@ -268,7 +268,8 @@ def mni(resolution: int = 2) -> DevVolume:
 
 
 def mni2mm_nomask() -> DevVolume:
-    """The package's bundled 2 mm sample (whole head) WITHOUT its mask; truth = the bundled tissue labels."""
+    """The package's bundled 2 mm sample WITHOUT its mask (the brain and the zeros around it: the template is
+    brain-extracted); truth = the bundled tissue labels."""
     import nibabel as nib
 
     try:
@@ -283,11 +284,11 @@ def mni2mm_nomask() -> DevVolume:
 
     return DevVolume("mni2mm_nomask", image, _spacing(img.affine), img.affine.copy(),
                      np.where(brain, tissues, 0).astype(np.uint8), None, dict(MR_NAMES),
-                     {"kind": "MR template", "source": "the bundled sample (MNI152 2009a T1, 2 mm, whole head) "
+                     {"kind": "MR template", "source": "the bundled sample (MNI152 2009a T1, 2 mm, brain-extracted: 0 outside the brain) "
                       f"at {Path(sample.SAMPLE_T1).name}", "package": "unsupervised-seg",
                       "version": metadata.version("unsupervised-seg"), "licence": LICENCES["nilearn"],
                       "truth": "the bundled tissue labels (argmax of the CSF/GM/WM maps) inside the bundled brain mask",
-                      "obtain": "shipped with the package", "variant": "no mask: the whole head is given"})
+                      "obtain": "shipped with the package", "variant": "no mask: the zero background is given too"})
 
 
 def _colin_truth(image: np.ndarray, roi: np.ndarray):

@@ -5,6 +5,7 @@
     python benchmarks/run.py --cases mni2mm,mni2mm_noisy --methods kmeans,gmm,otsu,atropos
     python benchmarks/run.py --cases mni2mm --engine-config con_weight=0.5 n_clusters=48 max_iter=300
     python benchmarks/run.py --device cuda                     # fills the GPU section of RESULTS.md
+    python benchmarks/run.py --devset --no-refine              # the development set -> DEVSET_BASELINE.md
 
 Each (case, method) pair runs in its own child process (benchmarks/worker.py), which reports its
 own peak RSS (VmHWM), so methods do not pollute each other. Dice is computed here with unsupervised_seg.demo.metrics.hungarian_dice
@@ -32,13 +33,19 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cases import CLASS_NAMES, Case, make_case, parse  # noqa: E402
+from cases import Case, make_case, parse  # noqa: E402
 from methods import UNSUPERVISED, WITH_SCRIBBLES  # noqa: E402
 
 FULL_CASES = ("mni2mm", "mni2mm_noisy", "mni2mm_scribbles", "mni2mm_noisy_scribbles",
               "mni1mm", "mni1mm_noisy", "mni1mm_scribbles", "mni1mm_noisy_scribbles",
               "colin1mm", "colin1mm_scribbles")
 QUICK_CASES = ("mni4mm", "mni4mm_noisy", "mni4mm_scribbles")
+DEVSET_VOLUMES = ("mni2mm", "colin2mm", "itkt1", "headct", "chestct")  # each real volume, its mask given
+DEVSET_CASES = (("mni2mm", "mni2mm_noisy", "mni2mm_nomask", "colin2mm", "colin2mm_noisy", "colin2mm_nomask",
+                 "itkt1", "itkt1_nomask", "headct", "headct_noisy", "headct_nomask", "headct_padded",
+                 "chestct", "chestct_noisy", "chestct_nomask")
+                + tuple(f"{v}_{s}" for v in DEVSET_VOLUMES for s in ("scribbles", "painted", "imbalanced", "sparse")))
+DEVSET_METHODS = ("engine", "kmeans", "gmm", "otsu", "atropos", "growcut")
 QUICK_MAX_ITER = 5
 
 
@@ -97,10 +104,18 @@ def run_child(spec: dict, work: Path, timeout: float) -> dict:
 def score(labels: np.ndarray, case: Case) -> dict:
     from unsupervised_seg.demo.metrics import hungarian_dice
 
+    names = case.class_names
     dice = hungarian_dice(labels, case.truth, case.roi)
-    return {"dice_mean": dice["mean"],
-            "dice_per_class": {CLASS_NAMES.get(k, str(k)): v for k, v in dice["per_class"].items()},
-            "matching": {CLASS_NAMES.get(k, str(k)): v for k, v in dice["matching"].items()}}
+    out = {"dice_mean": dice["mean"],
+           "dice_per_class": {names.get(k, str(k)): v for k, v in dice["per_class"].items()},
+           "matching": {names.get(k, str(k)): v for k, v in dice["matching"].items()}}
+    if case.scribbles is not None:  # every stroked class present, stroked voxels kept (issue 12's targets)
+        marked = case.scribbles > 0
+        out["stroked_kept"] = float(np.mean(labels[marked] == case.scribbles[marked]))
+        present = set(np.unique(labels[case.roi]).tolist())
+        out["stroked_classes_missing"] = [names.get(k, str(k)) for k in np.unique(case.scribbles[marked]).tolist()
+                                          if k not in present]
+    return out
 
 
 def methods_for(case_name: str, wanted) -> list:
@@ -112,7 +127,10 @@ def methods_for(case_name: str, wanted) -> list:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", help=f"comma-separated case names (default: {','.join(FULL_CASES)}; "
-                                         f"with --quick: {','.join(QUICK_CASES)})")
+                                         f"with --quick: {','.join(QUICK_CASES)}; with --devset: the development set)")
+    parser.add_argument("--devset", action="store_true",
+                        help="the development set (benchmarks/devset.py): its cases and methods by default, results "
+                             "in devset_results.json and DEVSET_BASELINE.md, no overlay plots")
     parser.add_argument("--methods", help="comma-separated subset of: " + ",".join(sorted(set(UNSUPERVISED) | set(WITH_SCRIBBLES))))
     parser.add_argument("--out", type=Path, help="output folder (default: benchmarks/; with --quick: a new temp folder)")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: 4 mm cases, engine max_iter={QUICK_MAX_ITER}")
@@ -126,13 +144,16 @@ def main(argv=None) -> int:
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
 
-    case_names = args.cases.split(",") if args.cases else list(QUICK_CASES if args.quick else FULL_CASES)
+    default_cases = DEVSET_CASES if args.devset else QUICK_CASES if args.quick else FULL_CASES
+    case_names = args.cases.split(",") if args.cases else list(default_cases)
     for name in case_names:
         try:
             parse(name)
         except ValueError as exc:
             parser.error(str(exc))
-    wanted = set(args.methods.split(",")) if args.methods else None
+    wanted = set(args.methods.split(",")) if args.methods else set(DEVSET_METHODS) if args.devset else None
+    if args.devset:
+        args.no_plots = True
     engine_config = {"device": args.device, **parse_engine_config(args.engine_config)}
     if args.quick:
         engine_config.setdefault("max_iter", QUICK_MAX_ITER)
@@ -153,8 +174,12 @@ def main(argv=None) -> int:
             case_file = work / f"{name}.npz"
             case.save(case_file)
             entry = {"description": case.description, "shape": list(case.image.shape), "spacing": list(case.spacing),
-                     "roi_voxels": int(case.roi.sum()), "n_classes": case.n_classes,
+                     "roi_voxels": int(case.roi.sum()), "n_classes": case.n_classes, "mask_given": case.mask is not None,
+                     "class_names": {str(k): v for k, v in case.class_names.items()}, "meta": case.meta,
                      "scribbled_voxels": int((case.scribbles > 0).sum()) if case.scribbles is not None else 0,
+                     "class_voxels": {v: int((case.truth == k).sum()) for k, v in case.class_names.items()},
+                     "stroke_voxels": ", ".join(f"{v} {int((case.scribbles == k).sum())}" for k, v in case.class_names.items())
+                     if case.scribbles is not None else "",
                      "methods": {}}
             labels_by_case[name] = {}
             for method in methods_for(name, wanted):
@@ -180,7 +205,7 @@ def main(argv=None) -> int:
 
     from report import plot_dice_vs_seconds, plot_history, write_results
 
-    results_path = out / "results.json"
+    results_path = out / ("devset_results.json" if args.devset else "results.json")
     everything = json.loads(results_path.read_text()) if results_path.exists() else {}
     everything[device_key] = run
     tmp_path = results_path.with_suffix(".json.tmp")
@@ -189,6 +214,12 @@ def main(argv=None) -> int:
     if not args.no_plots:
         plot_dice_vs_seconds(run, out / f"dice_vs_seconds_{device_key}.png")
         plot_history(run, out / f"engine_history_{device_key}.png")
+    if args.devset:
+        from report import write_devset_baseline
+
+        write_devset_baseline(everything, out / "DEVSET_BASELINE.md")
+        print(f"wrote {out / 'DEVSET_BASELINE.md'} and {results_path}")
+        return 0
     write_results(everything, out / "RESULTS.md")
     print(f"wrote {out / 'RESULTS.md'} and {results_path}")
     return 0
