@@ -1,17 +1,17 @@
 """3D Slicer module: unsupervised segmentation by differentiable feature clustering, steered by scribbles.
 
 A thin layer of Slicer calls. The segmentation runs in the `unsupervised_seg` engine, started as a
-background process (``python -m unsupervised_seg segment ...``); everything that is not a Slicer
-call (the command line, progress parsing, segment names and colours, scribble label maps, what to
-install) lives in ``unsupervised_seg.slicer_support`` and is tested outside Slicer.
+background process (``python -m unsupervised_seg segment ...``); the module's helpers that are not
+Slicer calls (what to install, the command line, progress parsing, segment names and colours,
+scribble label maps) and its background process live in the ``UnsupervisedSegLib`` package beside
+this file. The module never imports the engine's internals: it runs its command line.
 """
+import contextlib
 import importlib.util
 import logging
 import os
-import queue
 import shutil
 import sys
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Union
@@ -25,10 +25,11 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
-
-# The oldest engine release this module works with.
-MINIMUM_ENGINE_VERSION = "0.1.0"
-ENGINE_DISTRIBUTION = "unsupervised-seg"
+from UnsupervisedSegLib import install
+from UnsupervisedSegLib.command import ENGINE_ENVIRONMENT, RunFiles, RunParameters, build_command
+from UnsupervisedSegLib.monitor import RunMonitor
+from UnsupervisedSegLib.process import BackgroundRun
+from UnsupervisedSegLib.segments import compact_scribbles, result_segments, same_grid, scribble_classes, stack_channels
 
 
 #
@@ -69,7 +70,8 @@ MNI ICBM152 2009a template (see the engine's data/LICENSE-MNI152.txt).
 class UnsupervisedSegParameterNode:
     """What the module remembers in the scene (restored when the scene is saved and loaded).
 
-    Defaults match ``unsupervised_seg.slicer_support.RunParameters`` (checked in CI).
+    Defaults are the engine's (``SegmentationConfig`` and its 3D defaults; checked in CI), as
+    are those of ``UnsupervisedSegLib.command.RunParameters``.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -79,7 +81,7 @@ class UnsupervisedSegParameterNode:
     roiSegmentID: str = ""
     outputSegmentation: vtkMRMLSegmentationNode
     numberOfLabels: Annotated[int, WithinRange(0, 255)] = 0
-    iterations: Annotated[int, WithinRange(1, 10000)] = 200
+    iterations: Annotated[int, WithinRange(1, 10000)] = 1000
     refineIterations: Annotated[int, WithinRange(1, 10000)] = 50
     detail: Annotated[int, WithinRange(2, 255)] = 32
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
@@ -287,114 +289,6 @@ class UnsupervisedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 #
-# Engine helpers (import and install)
-#
-
-def loadEngineSupport():
-    """``unsupervised_seg.slicer_support`` of the installed engine.
-
-    Right after the engine is installed without its dependencies the package itself cannot be
-    imported yet (it needs torch and MONAI), so the file is then loaded by path: it imports only
-    the standard library at load time.
-    """
-    try:
-        from unsupervised_seg import slicer_support
-        return slicer_support
-    except ImportError:
-        pass
-    spec = importlib.util.find_spec("unsupervised_seg")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the unsupervised_seg engine is not installed")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "slicer_support.py")
-    supportSpec = importlib.util.spec_from_file_location("unsupervised_seg_slicer_support", path)
-    module = importlib.util.module_from_spec(supportSpec)
-    sys.modules[supportSpec.name] = module
-    supportSpec.loader.exec_module(module)
-    return module
-
-
-class _BackgroundRun:
-    """The engine's process: its output lines are read on a thread and handed to the GUI by a
-    QTimer, so Slicer stays responsive; Cancel kills the whole process tree."""
-
-    POLL_INTERVAL_MS = 200
-
-    def __init__(self, command, environment):
-        self.command = command
-        self.cancelled = False
-        self._lines = queue.Queue()
-        self._timer = None
-        self.process = slicer.util.launchConsoleProcess(command, updateEnvironment=environment)
-
-    def _outputLines(self):
-        """The process's output lines until it closes them (undecodable lines are skipped)."""
-        while True:
-            try:
-                line = self.process.stdout.readline()
-            except UnicodeDecodeError:
-                continue
-            if not line:
-                return
-            yield line
-
-    def _read(self) -> None:
-        for line in self._outputLines():
-            self._lines.put(line)
-        self.process.wait()
-        self._lines.put(None)
-
-    def start(self, onLines, onFinished) -> None:
-        """Return at once; call onLines(list of lines) as output arrives and
-        onFinished(returncode, cancelled) when the process has ended."""
-        self._onLines, self._onFinished = onLines, onFinished
-        threading.Thread(target=self._read, daemon=True).start()
-        self._timer = qt.QTimer()
-        self._timer.setInterval(self.POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self._poll)
-        self._timer.start()
-
-    def _poll(self) -> None:
-        lines, finished = [], False
-        while True:
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is None:
-                finished = True
-                break
-            lines.append(line)
-        if lines:
-            self._onLines(lines)
-        if finished:
-            self._timer.stop()
-            self._onFinished(self.process.returncode, self.cancelled)
-
-    def wait(self, onLines) -> int:
-        """Block until the process ends (the GUI still repaints); returns its exit code."""
-        for line in self._outputLines():
-            onLines([line])
-            slicer.app.processEvents()
-        return self.process.wait()
-
-    def kill(self) -> None:
-        """Stop the engine: the launcher and every process it started."""
-        self.cancelled = True
-        try:
-            import psutil
-        except ImportError:
-            self.process.kill()
-            return
-        try:
-            parent = psutil.Process(self.process.pid)
-            for child in parent.children(recursive=True):
-                child.kill()
-            parent.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
-#
 # UnsupervisedSegLogic
 #
 
@@ -405,12 +299,14 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
     INSTALL_QUESTION = ("Unsupervised Segmentation needs its engine (the Python package unsupervised-seg, with "
                         "PyTorch and MONAI) in Slicer's Python. It will be downloaded and installed now, which "
                         "can take several minutes and a few hundred MB.\n\nInstall it?")
+    RUN_FOLDER_KEY = "UnsupervisedSeg"  # each run's temporary folder (removed when the run ends)
+    MODEL_FOLDER_KEY = "UnsupervisedSegModel"  # the last successful run's network, kept for Refine
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.logCallback = None
         self._run = None
-        self._modelFolder = None  # the last successful run's network, for Refine
+        self._modelFolder = None
         self._modelKey = None
 
     def getParameterNode(self):
@@ -422,12 +318,11 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
             self.logCallback(text)
 
     @staticmethod
-    def runParameters(parameterNode):
-        """The engine's RunParameters from the module's parameter node."""
-        support = loadEngineSupport()
-        return support.RunParameters(n_labels=parameterNode.numberOfLabels, max_iter=parameterNode.iterations,
-                                     refine_iter=parameterNode.refineIterations,
-                                     n_clusters=parameterNode.detail, device=parameterNode.device)
+    def runParameters(parameterNode) -> RunParameters:
+        """The engine run's parameters from the module's parameter node."""
+        return RunParameters(n_labels=parameterNode.numberOfLabels, max_iter=parameterNode.iterations,
+                             refine_iter=parameterNode.refineIterations, n_clusters=parameterNode.detail,
+                             device=parameterNode.device)
 
     # ---- the engine in Slicer's Python
 
@@ -435,10 +330,10 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
     def engineInstalled() -> bool:
         """Whether the engine and its dependencies import, at MINIMUM_ENGINE_VERSION or later."""
         try:
-            from importlib import metadata
+            import unsupervised_seg
 
-            from unsupervised_seg import slicer_support  # the package imports torch and MONAI
-            return slicer_support.version_at_least(metadata.version(ENGINE_DISTRIBUTION), MINIMUM_ENGINE_VERSION)
+            unsupervised_seg.Segmenter  # noqa: B018  (imports torch and MONAI)
+            return install.version_at_least(unsupervised_seg.__version__, install.MINIMUM_ENGINE_VERSION)
         except Exception:
             return False
 
@@ -451,26 +346,25 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
                                                                       "Install the segmentation engine"):
             return False
         from importlib import metadata
-        moduleDir = os.path.dirname(__file__)
-        source = _engineSource(moduleDir)
+
+        source = install.engine_install_source(os.path.dirname(__file__))
         self.log(f"Installing the engine from {source} (without its dependencies)...")
         slicer.util.pip_install(["--no-deps", "--upgrade", source])
         importlib.invalidate_caches()
-        support = loadEngineSupport()
 
-        self._installTorch(support)
+        self._installTorch()
 
-        install, kept = support.requirements_to_install(metadata.requires(support.ENGINE_DISTRIBUTION))
+        requirements, kept = install.requirements_to_install(metadata.requires(install.ENGINE_DISTRIBUTION))
         try:
             import psutil  # noqa: F401  (Cancel kills the engine's process tree with it)
         except ImportError:
-            install.append("psutil")
+            requirements.append("psutil")
         folder = Path(slicer.util.tempDirectory(key="UnsupervisedSegInstall"))
         constraints = folder / "constraints.txt"
-        constraints.write_text(support.pin_constraints(support.installed_versions()))
-        self.log(f"Keeping Slicer's own {', '.join(kept)}; installing {', '.join(install)}...")
+        constraints.write_text(install.pin_constraints(install.installed_versions()))
+        self.log(f"Keeping Slicer's own {', '.join(kept)}; installing {', '.join(requirements)}...")
         try:
-            slicer.util.pip_install([*install, "-c", str(constraints)])
+            slicer.util.pip_install([*requirements, "-c", str(constraints)])
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         importlib.invalidate_caches()
@@ -479,8 +373,8 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
         self.log("The engine is installed.")
         return True
 
-    def _installTorch(self, support) -> None:
-        requirement = f">={support.MINIMUM_TORCH_VERSION}"
+    def _installTorch(self) -> None:
+        requirement = f">={install.MINIMUM_TORCH_VERSION}"
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
@@ -496,8 +390,8 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
                      "PyTorch extension (Extensions Manager) for a build that matches your GPU.")
             slicer.util.pip_install(f"torch{requirement}")
         importlib.invalidate_caches()
-        version = support.installed_versions(["torch"])["torch"]
-        if not support.version_at_least(version, support.MINIMUM_TORCH_VERSION):
+        version = install.installed_versions(["torch"])["torch"]
+        if not install.version_at_least(version, install.MINIMUM_TORCH_VERSION):
             raise RuntimeError(f"PyTorch {version} is too old: this module needs torch{requirement}. "
                                "Update it in the PyTorch Utils module.")
         self.log(f"Using PyTorch {version}.")
@@ -542,7 +436,6 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
         returns at once and calls ``completedCallback(success, message, log)`` at the end.
         ``progressCallback(monitor)`` receives the RunMonitor (``fraction``, ``status``).
         """
-        support = loadEngineSupport()
         if self.isRunning():
             raise RuntimeError("A segmentation is already running.")
         if not inputVolume:
@@ -552,38 +445,32 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
         if outputSegmentation in (scribbleSegmentation, roiNode):
             raise ValueError("The output segmentation must not be the scribble or ROI segmentation: "
                              "each run replaces the output's segments.")
-        parameters = parameters or support.RunParameters()
+        parameters = parameters or RunParameters()
         volumes = [inputVolume] + [v for v in extraVolumes if v and v != inputVolume]
-        self._checkSameGrid(support, volumes)
+        self.checkSameGrid(volumes)
         if refine and not self.canRefine(volumes, parameters.n_clusters):
             raise ValueError("Refine continues a previous run: press Apply first (same volumes and detail).")
 
-        folder = Path(slicer.util.tempDirectory(key="UnsupervisedSeg"))
-        files = support.RunFiles(folder)
+        folder = Path(slicer.util.tempDirectory(key=self.RUN_FOLDER_KEY))
         try:
-            self._writeInput(support, volumes, files.input)
-            classNames, classColors, scribblePath = {}, {}, None
-            if scribbleSegmentation:
-                exclude = roiSegmentID if roiNode is scribbleSegmentation else None
-                classNames, classColors, scribblePath = self._exportScribbles(
-                    support, scribbleSegmentation, inputVolume, files.scribbles, exclude)
-            maskPath = self._exportRoi(roiNode, roiSegmentID, inputVolume, files.mask) if roiNode else None
-            command = support.build_command(
-                files.input, scribblePath, files.output, parameters.for_refine() if refine else parameters,
-                model_in=Path(self._modelFolder) / "model.pt" if refine else None, model_out=files.model,
-                python_executable=self.pythonExecutable(), mask_path=maskPath, class_names=classNames)
+            exported = self.exportInputs(folder, volumes, scribbleSegmentation, roiNode, roiSegmentID)
+            command = build_command(
+                exported.files.input, exported.scribbles, exported.files.output,
+                parameters.for_refine() if refine else parameters,
+                model_in=Path(self._modelFolder) / "model.pt" if refine else None, model_out=exported.files.model,
+                python_executable=self.pythonExecutable(), mask_path=exported.mask, class_names=exported.classNames)
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
         self.log(("Refining" if refine else "Segmenting") + f" {inputVolume.GetName()}: {' '.join(command)}")
         # one run: its temporary files, where the result goes, the scribble class tables, its progress
-        task = SimpleNamespace(folder=folder, files=files, volumes=volumes, output=outputSegmentation,
-                               classNames=classNames, classColors=classColors,
-                               key=self._key(volumes, parameters.n_clusters), monitor=support.RunMonitor(),
+        task = SimpleNamespace(folder=folder, files=exported.files, volumes=volumes, output=outputSegmentation,
+                               classNames=exported.classNames, classColors=exported.classColors,
+                               key=self._key(volumes, parameters.n_clusters), monitor=RunMonitor(),
                                completedCallback=completedCallback)
         try:
-            self._run = _BackgroundRun(command, support.ENGINE_ENVIRONMENT)
+            self._run = BackgroundRun(command, ENGINE_ENVIRONMENT)
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -611,7 +498,8 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
             success, message = False, self.CANCELLED
         try:
             if success:
-                self._loadResult(task)
+                self.loadResult(task.monitor.written or task.files.output, task.output, task.volumes[0],
+                                task.classNames, task.classColors)
                 self._keepModel(task)
         except Exception as error:
             logging.exception("Loading the result failed")
@@ -629,50 +517,109 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
             self._modelKey = None
             return
         if not self._modelFolder:
-            self._modelFolder = slicer.util.tempDirectory(key="UnsupervisedSegModel")
+            self._modelFolder = slicer.util.tempDirectory(key=self.MODEL_FOLDER_KEY)
         os.replace(task.files.model, Path(self._modelFolder) / "model.pt")
         self._modelKey = task.key
 
     # ---- Slicer data in and out
 
     @staticmethod
-    def _checkSameGrid(support, volumes) -> None:
+    def ijkToWorld(volumeNode):
+        """The volume's IJK-to-world matrix (4x4 array): its IJK-to-RAS matrix under its parent
+        transforms, or None when a transform on the way to world is not linear."""
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        ijkToRAS = slicer.util.arrayFromVTKMatrix(matrix)
+        transformNode = volumeNode.GetParentTransformNode()
+        if transformNode is None:
+            return ijkToRAS
+        if not transformNode.IsTransformToWorldLinear():
+            return None
+        toWorld = vtk.vtkMatrix4x4()
+        transformNode.GetMatrixTransformToWorld(toWorld)
+        return slicer.util.arrayFromVTKMatrix(toWorld) @ ijkToRAS
+
+    @classmethod
+    def checkSameGrid(cls, volumes) -> None:
+        """Raise ValueError unless every extra channel lies voxel for voxel on the input volume's grid
+        in world space: same dimensions and IJK-to-world matrix, parent transforms included (a
+        volume under another transform is refused even when its own matrix matches)."""
         reference = volumes[0]
+        referenceMatrix = cls.ijkToWorld(reference)
         for volume in volumes[1:]:
-            matrices = []
-            for node in (reference, volume):
-                matrix = vtk.vtkMatrix4x4()
-                node.GetIJKToRASMatrix(matrix)
-                matrices.append(slicer.util.arrayFromVTKMatrix(matrix))
-            if not support.same_grid(reference.GetImageData().GetDimensions(), matrices[0],
-                                     volume.GetImageData().GetDimensions(), matrices[1]):
-                raise ValueError(f"{volume.GetName()} is not on the voxel grid of {reference.GetName()}: "
-                                 "resample it first (Resample Scalar/Vector/DWI Volume module, with "
-                                 f"{reference.GetName()} as reference).")
+            matrix = cls.ijkToWorld(volume)
+            if referenceMatrix is None or matrix is None:
+                # non-linear transforms: the same transform node over the same local grid, or nothing
+                aligned = reference.GetTransformNodeID() == volume.GetTransformNodeID()
+                localReference, localVolume = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+                reference.GetIJKToRASMatrix(localReference)
+                volume.GetIJKToRASMatrix(localVolume)
+                aligned = aligned and same_grid(reference.GetImageData().GetDimensions(),
+                                                slicer.util.arrayFromVTKMatrix(localReference),
+                                                volume.GetImageData().GetDimensions(),
+                                                slicer.util.arrayFromVTKMatrix(localVolume))
+            else:
+                aligned = same_grid(reference.GetImageData().GetDimensions(), referenceMatrix,
+                                    volume.GetImageData().GetDimensions(), matrix)
+            if not aligned:
+                transformed = reference.GetTransformNodeID() != volume.GetTransformNodeID()
+                raise ValueError(
+                    f"{volume.GetName()} is not on the voxel grid of {reference.GetName()} in world space"
+                    + (" (they are under different transforms)" if transformed else "")
+                    + ": resample it first (Resample Scalar/Vector/DWI Volume module, with "
+                    f"{reference.GetName()} as reference" + (", after hardening its transform" if transformed
+                                                             else "") + ").")
 
     @staticmethod
-    def _removeTemporary(node) -> None:
-        """Remove a node this module created for an export, with its display node."""
-        displayNode = node.GetDisplayNode() if hasattr(node, "GetDisplayNode") else None
-        if displayNode:
-            slicer.mrmlScene.RemoveNode(displayNode)
-        slicer.mrmlScene.RemoveNode(node)
+    @contextlib.contextmanager
+    def _temporaryNodes():
+        """Remove, at the end of the block, every node added to the scene inside it: the label maps
+        made for an export with their display nodes and the colour table ExportSegmentsToLabelmapNode
+        creates for each, vector volumes, storage nodes. Nothing this module exports stays in the
+        user's scene (and is saved with it)."""
+        scene = slicer.mrmlScene
+        before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+        try:
+            yield
+        finally:
+            added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+            for node in reversed([n for n in added if n.GetID() not in before]):
+                if scene.IsNodePresent(node):
+                    scene.RemoveNode(node)
 
-    def _writeInput(self, support, volumes, path) -> None:
+    def exportInputs(self, folder, volumes, scribbleSegmentation=None, roiNode=None, roiSegmentID=""):
+        """Write what the engine reads into ``folder``: the volumes (one NRRD; a vector NRRD with one
+        component per volume when there are extra channels), the scribble segments as a label map and
+        the ROI as a mask, both on the input volume's grid. The scene is left as it was.
+
+        Returns SimpleNamespace(files (RunFiles), scribbles (path or None), mask (path or None),
+        classNames {k: name}, classColors {k: rgb}).
+        """
+        files = RunFiles(Path(folder))
+        inputVolume = volumes[0]
+        with self._temporaryNodes():
+            self._writeInput(volumes, files.input)
+            classNames, classColors, scribblePath = {}, {}, None
+            if scribbleSegmentation:
+                exclude = roiSegmentID if roiNode is scribbleSegmentation else None
+                classNames, classColors, scribblePath = self._exportScribbles(
+                    scribbleSegmentation, inputVolume, files.scribbles, exclude)
+            maskPath = self._exportRoi(roiNode, roiSegmentID, inputVolume, files.mask) if roiNode else None
+        return SimpleNamespace(files=files, scribbles=scribblePath, mask=maskPath, classNames=classNames,
+                               classColors=classColors)
+
+    def _writeInput(self, volumes, path) -> None:
         """The input volume as NRRD; with extra channels, one vector NRRD (one component per volume)."""
         if len(volumes) == 1:
             self._writeVolume(volumes[0], path)
             return
         matrix = vtk.vtkMatrix4x4()
         volumes[0].GetIJKToRASMatrix(matrix)
-        channels = support.stack_channels([slicer.util.arrayFromVolume(v) for v in volumes])
+        channels = stack_channels([slicer.util.arrayFromVolume(v) for v in volumes])
         vectorNode = slicer.util.addVolumeFromArray(channels, ijkToRAS=slicer.util.arrayFromVTKMatrix(matrix),
                                                     name="UnsupervisedSeg channels",
                                                     nodeClassName="vtkMRMLVectorVolumeNode")
-        try:
-            self._writeVolume(vectorNode, path)
-        finally:
-            self._removeTemporary(vectorNode)
+        self._writeVolume(vectorNode, path)
 
     @staticmethod
     def _writeVolume(volumeNode, path) -> None:
@@ -687,83 +634,69 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _exportToLabelmap(segmentationNode, segmentIDs, referenceVolume):
-        """A new label map node on the reference volume's grid: segment i -> label i + 1."""
+        """A new label map node on the reference volume's grid: segment i -> label i + 1.
+        ExportSegmentsToLabelmapNode resamples through the nodes' transforms."""
         labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
         ids = vtk.vtkStringArray()
         for segmentID in segmentIDs:
             ids.InsertNextValue(segmentID)
         if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
                 segmentationNode, ids, labelmapNode, referenceVolume):
-            UnsupervisedSegLogic._removeTemporary(labelmapNode)
             raise RuntimeError(f"Could not export the segments of {segmentationNode.GetName()}")
         return labelmapNode
 
-    def _exportScribbles(self, support, segmentationNode, referenceVolume, path, excludeSegmentID=None):
+    def _exportScribbles(self, segmentationNode, referenceVolume, path, excludeSegmentID=None):
         """Write the scribble segments as a label map; returns (class names, class colours, path)."""
         segmentation = segmentationNode.GetSegmentation()
         segmentIDs = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
         segmentIDs = [s for s in segmentIDs if s != excludeSegmentID]
         if not segmentIDs:
             return {}, {}, None
-        names, colors = support.scribble_classes(
+        names, colors = scribble_classes(
             [(segmentation.GetSegment(s).GetName(), segmentation.GetSegment(s).GetColor()) for s in segmentIDs])
         labelmapNode = self._exportToLabelmap(segmentationNode, segmentIDs, referenceVolume)
-        try:
-            labels, names, colors = support.compact_scribbles(slicer.util.arrayFromVolume(labelmapNode),
-                                                              names, colors)
-            slicer.util.updateVolumeFromArray(labelmapNode, labels)
-            self._writeVolume(labelmapNode, path)
-        finally:
-            self._removeTemporary(labelmapNode)
+        labels, names, colors = compact_scribbles(slicer.util.arrayFromVolume(labelmapNode), names, colors)
+        slicer.util.updateVolumeFromArray(labelmapNode, labels)
+        self._writeVolume(labelmapNode, path)
         return names, colors, path
 
     def _exportRoi(self, roiNode, roiSegmentID, referenceVolume, path):
         """Write the region of interest (non-zero inside) on the reference volume's grid."""
-        temporary = None
         if roiNode.IsA("vtkMRMLLabelMapVolumeNode"):
-            temporary = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(roiNode, temporary)
-            segmentationNode = temporary
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(roiNode, segmentationNode)
+            roiSegmentID = ""
         else:
             segmentationNode = roiNode
-        try:
-            segmentation = segmentationNode.GetSegmentation()
-            segmentIDs = ([roiSegmentID] if roiSegmentID and not temporary and segmentation.GetSegment(roiSegmentID)
-                          else [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())])
-            if not segmentIDs:
-                raise ValueError(f"The region of interest {roiNode.GetName()} is empty.")
-            labelmapNode = self._exportToLabelmap(segmentationNode, segmentIDs, referenceVolume)
-            try:
-                if not slicer.util.arrayFromVolume(labelmapNode).any():
-                    raise ValueError(f"The region of interest {roiNode.GetName()} does not overlap "
-                                     f"{referenceVolume.GetName()}.")
-                self._writeVolume(labelmapNode, path)
-            finally:
-                self._removeTemporary(labelmapNode)
-        finally:
-            if temporary:
-                self._removeTemporary(temporary)
+        segmentation = segmentationNode.GetSegmentation()
+        segmentIDs = ([roiSegmentID] if roiSegmentID and segmentation.GetSegment(roiSegmentID)
+                      else [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())])
+        if not segmentIDs:
+            raise ValueError(f"The region of interest {roiNode.GetName()} is empty.")
+        labelmapNode = self._exportToLabelmap(segmentationNode, segmentIDs, referenceVolume)
+        if not slicer.util.arrayFromVolume(labelmapNode).any():
+            raise ValueError(f"The region of interest {roiNode.GetName()} does not overlap "
+                             f"{referenceVolume.GetName()}.")
+        self._writeVolume(labelmapNode, path)
         return path
 
-    def _loadResult(self, task) -> None:
-        """Read the engine's .seg.nrrd into the output node; scribble classes keep their names and
-        colours, other clusters are "Cluster k"."""
-        support = loadEngineSupport()
-        outputNode, inputVolume = task.output, task.volumes[0]
+    def loadResult(self, path, outputNode, inputVolume, classNames=None, classColors=None) -> None:
+        """Read the engine's .seg.nrrd into ``outputNode`` (its segments are replaced): scribble
+        classes keep their names and colours, other clusters are "Cluster k" in the engine's colours.
+        The output follows the input volume: its geometry, its transform, its subject-hierarchy folder."""
         outputNode.GetSegmentation().RemoveAllSegments()
-        storageNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-        try:
-            storageNode.SetFileName(str(task.monitor.written or task.files.output))
+        with self._temporaryNodes():
+            storageNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+            storageNode.SetFileName(str(path))
             if not storageNode.ReadData(outputNode):
                 raise RuntimeError(f"Slicer could not read {storageNode.GetFileName()}")
-        finally:
-            slicer.mrmlScene.RemoveNode(storageNode)
         segmentation = outputNode.GetSegmentation()
         byValue = {}
         for index in range(segmentation.GetNumberOfSegments()):
             segment = segmentation.GetNthSegment(index)
             byValue[segment.GetLabelValue()] = segment
-        for entry in support.result_segments(byValue, task.classNames, task.classColors):
+        for entry in result_segments({value: segment.GetColor() for value, segment in byValue.items()},
+                                     classNames, classColors):
             segment = byValue[entry["value"]]
             segment.SetName(entry["name"])
             segment.SetColor(*entry["color"])
@@ -776,27 +709,16 @@ class UnsupervisedSegLogic(ScriptedLoadableModuleLogic):
                              shNode.GetItemParent(shNode.GetItemByDataNode(inputVolume)))
 
 
-def _engineSource(moduleDir) -> str:
-    """pip source of the engine: UNSUPERVISED_SEG_PIP_SOURCE, else the source checkout holding this
-    module, else the released package (same rule as slicer_support.engine_install_source)."""
-    if os.environ.get("UNSUPERVISED_SEG_PIP_SOURCE"):
-        return os.environ["UNSUPERVISED_SEG_PIP_SOURCE"]
-    checkout = Path(moduleDir).resolve().parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / "src" / "unsupervised_seg").is_dir():
-        return str(checkout)
-    return f"{ENGINE_DISTRIBUTION}>={MINIMUM_ENGINE_VERSION}"
-
-
 #
 # UnsupervisedSegTest
 #
 
 class UnsupervisedSegTest(ScriptedLoadableModuleTest):
-    """The whole flow inside 3D Slicer: volume and scribbles in the scene, segmentation node out.
+    """The whole flow: volume and scribbles in the scene, segmentation node out.
 
-    Needs a Slicer with this module (Reload and Test, or the command line in UnsupervisedSeg/README.md);
-    it installs the engine on first use. It cannot run on CI machines, where Slicer is not installed:
-    there, tests/test_slicer_support.py runs the same engine command line outside Slicer.
+    In Slicer: Reload and Test, or the command line in UnsupervisedSeg/README.md; it installs the
+    engine on first use. CI runs it unchanged on a real MRML scene from PyPI's slicer-core (Slicer's
+    MRML and module logics without Qt; tests/faces/slicer/), with the engine installed.
     """
 
     GREY, WHITE, CSF = ("grey matter", (0.9, 0.5, 0.3)), ("white matter", (1.0, 1.0, 0.8)), ("CSF", (0.2, 0.4, 1.0))
@@ -813,7 +735,10 @@ class UnsupervisedSegTest(ScriptedLoadableModuleTest):
         (1 CSF, 2 grey matter, 3 white matter) and brain mask as (I, J, K) arrays. No download:
         the sample ships inside the engine."""
         import nibabel
-        from unsupervised_seg import sample
+        try:
+            from unsupervised_seg.demo import sample
+        except ImportError:  # engines before the demo/ package
+            from unsupervised_seg import sample
 
         every2 = (slice(None, None, 2),) * 3
         t1 = nibabel.load(str(sample.SAMPLE_T1))
@@ -848,7 +773,6 @@ class UnsupervisedSegTest(ScriptedLoadableModuleTest):
         logic = UnsupervisedSegLogic()
         if not logic.engineInstalled():
             logic.setupEngine(askConfirmation=False)
-        support = loadEngineSupport()
 
         volume, tissues, brain, ijkToRAS = self._sampleVolume()
         strokes = {name: self._strokesInside(tissues, value)
@@ -861,7 +785,7 @@ class UnsupervisedSegTest(ScriptedLoadableModuleTest):
         roi = slicer.util.addVolumeFromArray(brain.astype(np.uint8).transpose(2, 1, 0), ijkToRAS=ijkToRAS,
                                              name="brain", nodeClassName="vtkMRMLLabelMapVolumeNode")
         output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Result")
-        parameters = support.RunParameters(max_iter=30, n_clusters=16)  # Refine: the default iterations
+        parameters = RunParameters(max_iter=30, n_clusters=16)  # Refine: the default iterations
 
         self.delayDisplay("Segmenting")
         logic.process(volume, output, scribbleSegmentation=scribbles, roiNode=roi, parameters=parameters)

@@ -1,25 +1,35 @@
 """Static checks of the 3D Slicer extension files (UnsupervisedSeg/, CMakeLists.txt).
 
-3D Slicer cannot be installed on CI machines, so these tests do not run the module: they check that
-its file compiles, that every widget it uses exists in its .ui file, that its parameters agree with
-the engine's, and that the CMake files build every script and resource. The module's behaviour is
-tested by UnsupervisedSegTest inside Slicer (UnsupervisedSeg/README.md says how), and the engine side
-of it by tests/test_slicer_support.py. Nothing here imports or imitates Slicer.
+They read the files without running them: the module compiles, every widget it uses exists in its .ui
+file, its parameter defaults are the engine's, it reaches the engine only through the command line and
+public names, and the CMake files build every script and resource. The module's logic and self-test
+run on real MRML in test_slicer_scene.py; its helpers (UnsupervisedSegLib) in test_slicer_lib.py.
 """
 import ast
+import importlib.metadata
 import py_compile
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from UnsupervisedSegLib import install
+from UnsupervisedSegLib.command import DEVICES, RunParameters
 
-from unsupervised_seg import __version__, slicer_support
+from unsupervised_seg import SegmentationConfig, __version__
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 MODULE_DIR = ROOT / "UnsupervisedSeg"
 MODULE_FILE = MODULE_DIR / "UnsupervisedSeg.py"
+LIB_DIR = MODULE_DIR / "UnsupervisedSegLib"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "UnsupervisedSeg.ui"
+
+
+def engine_defaults():
+    """The module's parameters as the engine's defaults give them (3D: Slicer volumes)."""
+    config, resolved = SegmentationConfig(), SegmentationConfig().resolved(3)
+    return {"numberOfLabels": config.n_labels or 0, "iterations": config.max_iter, "detail": resolved.n_clusters,
+            "device": config.device}
 
 
 @pytest.fixture(scope="module")
@@ -72,20 +82,24 @@ def test_ui_parameter_bindings_name_parameter_node_fields(ui_widgets, module_tre
             "iterations", "refineIterations", "detail", "device"} <= set(bound)
 
 
-def test_defaults_agree_with_the_engine_side(ui_widgets, module_tree):
+def test_defaults_are_the_engines(ui_widgets, module_tree):
+    """Parameter node, RunParameters and the .ui spin boxes start from the engine's defaults
+    (Refine's iterations are the module's own: the engine has no such default)."""
     fields = parameter_fields(module_tree)
-    defaults = slicer_support.RunParameters()
-    expected = {"numberOfLabels": defaults.n_labels, "iterations": defaults.max_iter,
-                "refineIterations": defaults.refine_iter, "detail": defaults.n_clusters, "device": defaults.device}
+    expected = {**engine_defaults(), "refineIterations": RunParameters().refine_iter}
     for name, value in expected.items():
         assert ast.literal_eval(fields[name]) == value, name
+    defaults = RunParameters()
+    assert (defaults.n_labels, defaults.max_iter, defaults.n_clusters, defaults.device) == tuple(
+        engine_defaults()[k] for k in ("numberOfLabels", "iterations", "detail", "device"))
+    assert defaults.seed == SegmentationConfig().seed
     for widget, (cls, props) in ui_widgets.items():
         name = props.get("SlicerParameterName")
         if cls == "QSpinBox" and name in expected and "value" in props:
             assert int(props["value"]) == expected[name], widget
     device_annotation = ast.unparse(next(s.annotation for s in classes(module_tree)["UnsupervisedSegParameterNode"].body
                                          if isinstance(s, ast.AnnAssign) and s.target.id == "device"))
-    assert re.findall(r"['\"](\w+)['\"]", device_annotation) == list(slicer_support.DEVICES)
+    assert re.findall(r"['\"](\w+)['\"]", device_annotation) == list(DEVICES)
 
 
 def test_module_classes_follow_the_scripted_module_template(module_tree):
@@ -104,29 +118,35 @@ def test_module_classes_follow_the_scripted_module_template(module_tree):
     assert "CI" in (ast.get_docstring(found["UnsupervisedSegTest"]) or "")
 
 
-def test_module_asks_for_an_engine_version_that_exists(module_tree):
-    constants = {t.id: n.value for n in module_tree.body if isinstance(n, ast.Assign) for t in n.targets
-                 if isinstance(t, ast.Name)}
-    minimum = ast.literal_eval(constants["MINIMUM_ENGINE_VERSION"])
-    assert slicer_support.version_at_least(__version__, minimum)
-    assert ast.literal_eval(constants["ENGINE_DISTRIBUTION"]) == slicer_support.ENGINE_DISTRIBUTION
+def test_module_asks_for_an_engine_version_that_exists():
+    assert install.version_at_least(__version__, install.MINIMUM_ENGINE_VERSION)
+    assert install.normalise_package_name(importlib.metadata.metadata(install.ENGINE_DISTRIBUTION)["Name"]) == (
+        install.ENGINE_DISTRIBUTION)
 
 
-def test_engine_source_rule(module_tree, tmp_path, monkeypatch):
-    """The module's pip source for the engine (it runs before the engine is installed, so the rule
-    lives in the module): a checkout holding the module installs itself; else the released package."""
-    import os
+def imports(path):
+    """(module names imported, whether importlib's load-by-path is used) of a Python file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
+    return names, "spec_from_file_location" in path.read_text()
 
-    function = next(n for n in module_tree.body if isinstance(n, ast.FunctionDef) and n.name == "_engineSource")
-    namespace = {"os": os, "Path": Path, "ENGINE_DISTRIBUTION": "unsupervised-seg",
-                 "MINIMUM_ENGINE_VERSION": "0.1.0"}
-    exec(compile(ast.Module([function], []), str(MODULE_FILE), "exec"), namespace)
-    engine_source = namespace["_engineSource"]
-    monkeypatch.delenv("UNSUPERVISED_SEG_PIP_SOURCE", raising=False)
-    assert engine_source(MODULE_DIR) == str(ROOT)
-    assert engine_source(tmp_path / "UnsupervisedSeg") == "unsupervised-seg>=0.1.0"
-    monkeypatch.setenv("UNSUPERVISED_SEG_PIP_SOURCE", "/wheels/unsupervised_seg-0.2.0-py3-none-any.whl")
-    assert engine_source(MODULE_DIR) == "/wheels/unsupervised_seg-0.2.0-py3-none-any.whl"
+
+def test_module_reaches_the_engine_only_through_its_command_line_and_public_names():
+    """No engine internals and no engine files loaded by path: the module and its helpers run
+    ``python -m unsupervised_seg`` and use top-level names (the self-test also the bundled sample)."""
+    public = {"unsupervised_seg", "unsupervised_seg.demo", "unsupervised_seg.demo.sample", "unsupervised_seg.sample"}
+    for path in [MODULE_FILE, *sorted(LIB_DIR.glob("*.py"))]:
+        names, by_path = imports(path)
+        engine = {n for n in names if n == "unsupervised_seg" or n.startswith("unsupervised_seg.")}
+        assert engine <= public, (path.name, sorted(engine - public))
+        assert not by_path, path.name
+    lib_imports = set().union(*(imports(p)[0] for p in LIB_DIR.glob("*.py") if p.name != "process.py"))
+    assert not {n for n in lib_imports if n.split(".")[0] in {"slicer", "qt", "ctk", "vtk", "unsupervised_seg"}}
 
 
 def cmake_list(text, variable):
@@ -145,6 +165,7 @@ def test_module_cmake_builds_every_script_and_resource():
                if p.is_file() and "__pycache__" not in p.parts and (p.suffix == ".py" or "Resources" in p.parts)
                and "Testing" not in p.parts}
     assert listed == on_disk
+    assert {f"UnsupervisedSegLib/{name}.py" for name in ("__init__", "install", "command", "process")} <= listed
     assert re.search(r"slicerMacroBuildScriptedModule\(.*WITH_GENERIC_TESTS.*\)", text, re.S)
     assert re.search(r"if\(BUILD_TESTING\).*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)"
                      r".*add_subdirectory\(Testing\).*endif\(\)", text, re.S)
@@ -169,4 +190,4 @@ def test_icon_is_a_128_pixel_png():
 
     with Image.open(MODULE_DIR / "Resources" / "Icons" / "UnsupervisedSeg.png") as icon:
         assert icon.format == "PNG" and icon.size == (128, 128)
-        assert len(set(icon.convert("RGB").getdata())) > 8  # a drawing, not a blank square
+        assert len(icon.convert("RGB").getcolors(128 * 128)) > 8  # a drawing, not a blank square
