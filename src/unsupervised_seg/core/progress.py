@@ -22,7 +22,7 @@ class ProgressEvent:
         return {"stage": self.stage, **{k: v for k, v in values.items() if v is not None}, **self.extra}
 
     @staticmethod
-    def from_dict(data: dict) -> "ProgressEvent":
+    def from_dict(data: dict) -> ProgressEvent:
         kind = _KINDS.get(str(data.get("stage")))
         if kind is None:
             raise ValueError(f"unknown progress stage {data.get('stage')!r}")

@@ -45,7 +45,7 @@ class Volume:
         return self.data.shape[0]
 
     @classmethod
-    def from_array(cls, array, spacing: Sequence[float] = (), channel_axis: Optional[int] = None, **kw) -> "Volume":
+    def from_array(cls, array, spacing: Sequence[float] = (), channel_axis: Optional[int] = None, **kw) -> Volume:
         """Wrap a numpy array: (*spatial) is one channel; ``channel_axis`` names the channel axis if any."""
         array = np.asarray(array)
         if channel_axis is None:

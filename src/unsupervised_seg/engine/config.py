@@ -6,7 +6,6 @@ from typing import Optional, Tuple
 
 from ..core.errors import InputError
 
-
 # Defaults that differ between 2D images (the reference code's) and 3D volumes (tuned on MNI152
 # for CPU speed; see benchmarks/RESULTS.md).
 DEFAULTS_2D = {"n_clusters": 100, "init": "none", "init_iter": 0, "lr_half_life": 0, "coarse_voxels": 0}
@@ -73,12 +72,12 @@ class SegmentationConfig:
         if self.patch_size is not None:
             self.patch_size = tuple(int(p) for p in self.patch_size)
 
-    def resolved(self, spatial_dims: int) -> "SegmentationConfig":
+    def resolved(self, spatial_dims: int) -> SegmentationConfig:
         """A copy with the dimension-dependent defaults (None fields) filled in."""
         defaults = DEFAULTS_2D if spatial_dims == 2 else DEFAULTS_3D
         return self.replace(**{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
-    def replace(self, **changes) -> "SegmentationConfig":
+    def replace(self, **changes) -> SegmentationConfig:
         """A copy with some fields changed (unknown names raise InputError)."""
 
 

@@ -1,7 +1,7 @@
 """From response channels to output labels: scribble classes first, merging, stable order."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def assign_labels(channel_labels: np.ndarray, intensity: np.ndarray, roi: np.nda
     if previous is not None:
         return _extend(previous, present, counts, means, n_labels)
     # groups: [channels, size, mean, fixed label or None]
-    groups = [[[k - 1], 0, None, k] for k in range(1, n_scribble_classes + 1)]
+    groups: List[Any] = [[[k - 1], 0, None, k] for k in range(1, n_scribble_classes + 1)]
     for channel, size, mean in zip(present, counts, means):
         if channel < n_scribble_classes:
             groups[channel][1:3] = [size, mean]

@@ -103,15 +103,15 @@ class Segmenter:
         Returns (RefineCache of this fit, history, stop_reason); the cache is kept for refinements when the
         training crop was seen whole (no patches) and it fits CACHE_BYTES (its ``train`` is None otherwise).
         """
-        *coarse, level = training_level(volume, scribbles, mask, cfg.coarse_voxels)
-        prep = prepare(*coarse, cfg)
+        coarse, coarse_scribbles, coarse_mask, level = training_level(volume, scribbles, mask, cfg.coarse_voxels)
+        prep = prepare(coarse, coarse_scribbles, coarse_mask, cfg)
         self._ensure_network(volume, cfg)
         history, stop_reason = train(self.network, self.optimizer, [prep], cfg, NETWORK, max_iter, self.device,
                                      self.iterations_done, progress)
         self.iterations_done += len(history)
         whole = prep.roi.numel() <= cfg.max_voxels  # else trained on patches: no head phase, no cache
         if whole:
-            calibrate_batchnorm(self.network, prep.image.to(self.device))
+            calibrate_batchnorm(self.network, [prep.image.to(self.device)])
         full = prep if level == 0 else prepare(volume, scribbles, mask, cfg, targets=False)
         crop_features = self._features(full, cfg, progress)
         full_features = in_roi(crop_features, full)
@@ -126,25 +126,33 @@ class Segmenter:
 
     def fit_reference(self, volumes: Sequence[Volume], masks: Optional[Sequence] = None,
                       max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None) -> List[dict]:
-        """Reference mode: train one network on several images (a step on each in turn).
+        """Reference mode: train one network on several images (a step on each in turn), coarse to fine
+        and with BatchNorm calibrated on all of them, as ``fit`` does for one.
 
-        Labels are then fixed from the first image; ``predict`` applies them without retraining.
-        Returns the training history.
+        Labels are then fixed from the first image at full resolution; ``predict`` applies them without
+        retraining. Returns the training history.
         """
         if not volumes:
             raise InputError("reference mode needs at least one image")
         if len({v.spatial_dims for v in volumes}) > 1 or len({v.n_channels for v in volumes}) > 1:
             raise InputError("reference images must share spatial dimensions and channel count")
         masks = list(masks) if masks is not None else [None] * len(volumes)
-        cfg = self._check(volumes[0], None, masks[0])
-        preps = [prepare(v, None, m, self._check(v, None, m)) for v, m in zip(volumes, masks)]
+        cfg = [self._check(v, None, m) for v, m in zip(volumes, masks)][0]
+        levels = [training_level(v, None, m, cfg.coarse_voxels) for v, m in zip(volumes, masks)]
+        preps = [prepare(coarse, None, coarse_mask, cfg) for coarse, _, coarse_mask, _ in levels]
         self._ensure_network(volumes[0], cfg)
         self._cache = None
         history, _ = train(self.network, self.optimizer, preps, cfg, NETWORK, max_iter or cfg.max_iter, self.device,
                            self.iterations_done, progress)
         self.iterations_done += len(history)
-        channels = self._channels(preps[0], in_roi(self._features(preps[0], cfg, progress), preps[0]))
-        self.channel_to_label = self._assign(channels, preps[0], cfg)
+        if all(p.roi.numel() <= cfg.max_voxels for p in preps):
+            calibrate_batchnorm(self.network, [p.image.to(self.device) for p in preps])
+        first = prepare(volumes[0], None, masks[0], cfg, targets=False)
+        channels = self._channels(first, in_roi(self._features(first, cfg, progress), first))
+        self.channel_to_label = self._assign(channels, first, cfg)
+        if progress:
+            progress(Done(len(history), int(np.unique(self.channel_to_label[channels][first.roi[0].numpy()]).size),
+                          "trained"))
         return history
 
     def _check(self, volume: Volume, scribbles, mask) -> SegmentationConfig:
@@ -227,7 +235,7 @@ class Segmenter:
             "iterations_done": self.iterations_done, "refine_cache": persistence.cache_state(self._cache)}, path)
 
     @classmethod
-    def load(cls, path, device: Optional[str] = None) -> "Segmenter":
+    def load(cls, path, device: Optional[str] = None) -> Segmenter:
         """Re-create a Segmenter saved with ``save`` (no code in the file is ever run); ``device`` overrides
         the saved device."""
         state = persistence.read_state(path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -109,7 +109,7 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, preps: Seque
             parts["loss"] = parts["loss"] + cfg.scr_weight * parts["scribble"]
         parts["loss"].backward()
         optimizer.step()
-        record = {"iteration": it, "phase": phase.name, "n_labels": int(torch.unique(pseudo[roi]).numel()),
+        record: Dict[str, Any] = {"iteration": it, "phase": phase.name, "n_labels": int(torch.unique(pseudo[roi]).numel()),
                   **{k: float(v.detach()) for k, v in parts.items()}}
         history.append(record)
         stop = "min_labels" if rules.fell_to_min_labels(record["n_labels"], initialising) else None
@@ -151,14 +151,17 @@ def _probe_labels(model: torch.nn.Module, sampler: PatchSampler, device: torch.d
 
 
 @torch.no_grad()
-def calibrate_batchnorm(network: torch.nn.Module, image: torch.Tensor) -> None:
-    """Set BatchNorm running statistics to those of ``image`` (1, C, *crop), the training crop, so that
-    eval-mode prediction normalises as the training steps did (not by a lagging moving average)."""
+def calibrate_batchnorm(network: torch.nn.Module, images: Sequence[torch.Tensor]) -> None:
+    """Set BatchNorm running statistics to the mean of the batch statistics of ``images`` (each (1, C, *crop),
+    the training crops), so that eval-mode prediction normalises as the training steps did (not by a
+    lagging moving average)."""
     norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for m in norms:
-        m.momentum = 1.0
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the images
     network.train()
-    network(image)
+    for image in images:
+        network(image)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum

@@ -26,8 +26,7 @@ from ..core.scribbles import from_reference_convention, validate_scribbles
 from ..core.volume import Volume
 from .atomic import atomic_output
 from .grid import place_on_grid
-from .paths import (FORMAT_EXTENSIONS, ITK_EXTENSIONS, NIFTI_EXTENSIONS, RASTER_EXTENSIONS, format_from_path,
-                    split_name)
+from .paths import FORMAT_EXTENSIONS, ITK_EXTENSIONS, NIFTI_EXTENSIONS, RASTER_EXTENSIONS, format_from_path, split_name
 
 FORMATS = tuple(FORMAT_EXTENSIONS)
 

@@ -1,0 +1,75 @@
+"""Model files are data, never code: versioned tensors and plain values read with weights_only=True."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from unsupervised_seg import InputError, Segmenter
+from unsupervised_seg.engine import persistence
+
+
+class _RunsACommand:
+    """A pickle payload: unpickling it calls os.system, as a crafted 'model' from a download would."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def fitted(mni_4mm):
+    volume, mask, _ = mni_4mm
+    segmenter = Segmenter(max_iter=5, n_labels=3)
+    segmenter.fit(volume, mask=mask)
+    return segmenter, volume, mask
+
+
+def test_crafted_pickle_runs_nothing_and_says_why(tmp_path):
+    marker = tmp_path / "was_run"
+    path = tmp_path / "model.pt"
+    torch.save({"format": persistence.FORMAT, "version": persistence.VERSION, "config": _RunsACommand(marker)}, path)
+    with open(tmp_path / "plain.pkl", "wb") as handle:  # and a plain pickle, not even a torch file
+        pickle.dump(_RunsACommand(marker), handle)
+    for bad in (path, tmp_path / "plain.pkl"):
+        with pytest.raises(InputError, match="refused: the file holds Python objects") as info:
+            Segmenter.load(bad)
+        assert str(bad) in str(info.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, problem", [
+    ({"state_dict": {}}, "no format tag"),
+    ({"format": persistence.FORMAT, "version": 99}, "version 99 is not supported"),
+    ([1, 2, 3], "no format tag"),
+], ids=["untagged", "future-version", "not-a-dict"])
+def test_foreign_or_newer_files_get_one_clear_error(tmp_path, content, problem):
+    path = tmp_path / "model.pt"
+    torch.save(content, path)
+    with pytest.raises(InputError, match=problem):
+        Segmenter.load(path)
+
+
+def test_truncated_file_is_named(tmp_path, fitted):
+    path = tmp_path / "model.pt"
+    fitted[0].save(path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(InputError, match="not a saved UnsupervisedSeg model") as info:
+        Segmenter.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_saved_state_is_tensors_and_plain_values(tmp_path, fitted):
+    segmenter, volume, mask = fitted
+    path = tmp_path / "model.pt"
+    segmenter.save(path)
+    state = torch.load(path, weights_only=True)  # would raise on any other object
+    assert state["format"] == persistence.FORMAT and state["version"] == persistence.VERSION
+    loaded = Segmenter.load(path)
+    np.testing.assert_array_equal(loaded.channel_to_label, segmenter.channel_to_label)
+    assert loaded._cache is not None and loaded._cache.key == segmenter._cache.key
+    np.testing.assert_array_equal(loaded.predict(volume, mask).labels, segmenter.predict(volume, mask).labels)
