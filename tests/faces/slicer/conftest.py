@@ -41,6 +41,9 @@ def slicer_app():
         _status["error"] = f"{error.__class__.__name__}: {error}"
         pytest.skip(f"slicer-core cannot be imported ({_status['error']}); install slicer-core==5.13.31053.0 "
                     "(CPython 3.10-3.13, Linux x86_64) to run the module on real MRML")
+    if not hasattr(slicer, "vtkMRMLScene"):  # e.g. PyPI's unrelated package named "slicer"
+        _status["error"] = f"`import slicer` found {getattr(slicer, '__file__', slicer)}, not slicer-core"
+        pytest.skip(f"slicer-core cannot be imported ({_status['error']})")
     from importlib import metadata
 
     try:

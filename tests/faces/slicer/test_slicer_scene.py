@@ -7,6 +7,7 @@ background process the module starts. The widget (Qt) is not here: only the appl
 """
 import dataclasses
 import logging
+import signal
 import time
 
 import numpy as np
@@ -381,8 +382,6 @@ def cancel_a_refine(slicer_app, logic, volume, output, arguments):
     """Cancel a Refine running in the background, the GUI's way (output polled by a timer): it ends
     as cancelled, kills the engine, removes its run folder, leaves the result as it was and keeps the
     network the last run saved, so Refine still works."""
-    import psutil
-
     models = list(slicer_app.temporaryPath.glob(logic.MODEL_FOLDER_KEY + "*/model.pt"))
     assert len(models) == 1
     saved, segments = models[0].read_bytes(), output.GetSegmentation().GetNumberOfSegments()
@@ -393,13 +392,13 @@ def cancel_a_refine(slicer_app, logic, volume, output, arguments):
                   progressCallback=lambda monitor: progress.append(monitor.status),
                   completedCallback=lambda *outcome: completed.append(outcome),
                   **{**arguments, "parameters": dataclasses.replace(parameters, refine_iter=10000)})
-    engine = psutil.Process(logic._run.process.pid)
+    engine = logic._run.process  # the engine's Popen, as slicer.util.launchConsoleProcess started it
     assert logic.isRunning() and list(slicer_app.temporaryPath.glob(logic.RUN_FOLDER_KEY + "2*"))
     run_events_until(lambda: any(status.startswith("Iteration") for status in progress), what="fitting")
     logic.cancel()
     run_events_until(lambda: completed, what="the cancelled run to end")
     assert [outcome[:2] for outcome in completed] == [(False, logic.CANCELLED)]
-    assert not engine.is_running() or engine.status() == psutil.STATUS_ZOMBIE
+    assert engine.poll() == -signal.SIGKILL  # killed (with psutil: its process tree), and reaped
     assert not logic.isRunning()
     assert not list(slicer_app.temporaryPath.glob(logic.RUN_FOLDER_KEY + "2*"))
     assert models[0].read_bytes() == saved and logic.canRefine(
