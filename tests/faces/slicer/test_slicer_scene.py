@@ -7,6 +7,7 @@ background process the module starts. The widget (Qt) is not here: only the appl
 """
 import dataclasses
 import logging
+import shutil
 import signal
 import time
 
@@ -331,7 +332,7 @@ def test_apply_refine_and_cancel_on_real_nodes(slicer_app, scene, logic, tmp_pat
 
     def keep_a_copy(path, *args, **kwargs):  # the run folder is removed after loading: keep the engine's file
         files.append(tmp_path / f"result{len(files)}.seg.nrrd")
-        files[-1].write_bytes(open(path, "rb").read())
+        shutil.copyfile(path, files[-1])
         return load(path, *args, **kwargs)
 
     logic.loadResult = keep_a_copy
@@ -407,8 +408,6 @@ def cancel_a_refine(slicer_app, logic, volume, output, arguments):
     assert node_counts(output.GetScene(), exclude=result_node_ids(output)) == nodes
     logic.forgetModel()
     assert not list(slicer_app.temporaryPath.glob(logic.MODEL_FOLDER_KEY + "*"))
-
-
 
 
 # ------------------------------------------------------------------------------------ parameters
