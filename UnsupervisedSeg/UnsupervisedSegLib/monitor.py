@@ -42,7 +42,10 @@ def progress_fraction(event: Mapping) -> Optional[float]:
     """Where the progress bar stands (0..1) after ``event``; None for events that do not move it
     (an error, an unknown stage)."""
     stage = event.get("stage")
-    if stage == "fit":
+    if stage == "fit":  # the engine's estimate of the share done (iterations and convergence), else iterations
+        estimate = event.get("fraction")
+        if isinstance(estimate, (int, float)):
+            return FIT_END * min(max(float(estimate), 0.0), 1.0)
         ratio = _ratio(event.get("iteration"), event.get("max_iter"))
         return FIT_END * (ratio or 0.0)
     if stage == "predict":
@@ -116,18 +119,24 @@ class RunMonitor:
 
     def _fit_status(self, event: Mapping) -> str:
         now, iteration, total = self._clock(), event.get("iteration"), event.get("max_iter")
-        parts = [f"Iteration {iteration}/{total}" if total else f"Iteration {iteration}"]
+        estimate = event.get("fraction")
+        parts = [f"Iteration {iteration}" if isinstance(estimate, (int, float)) or not total
+                 else f"Iteration {iteration}/{total}"]
         if event.get("n_labels") is not None:
             parts.append(f"{event['n_labels']} labels")
-        if isinstance(event.get("loss"), (int, float)):
+        if isinstance(event.get("changed"), (int, float)) and isinstance(event.get("tolerance"), (int, float)):
+            parts.append(f"{100 * event['changed']:.1f} % of labels changed (stops below {100 * event['tolerance']:.1f} %)")
+        elif isinstance(event.get("loss"), (int, float)):
             parts.append(f"loss {event['loss']:.3f}")
-        if isinstance(iteration, int):
-            if self._fit_start is None:
-                self._fit_start = (now, iteration)
-            start_time, start_iteration = self._fit_start
-            if isinstance(total, int) and iteration > start_iteration:
-                per_iteration = (now - start_time) / (iteration - start_iteration)
-                parts.append(f"at most {_duration(per_iteration * (total - iteration))} left")
+        if self._fit_start is None:
+            self._fit_start = (now, estimate if isinstance(estimate, (int, float)) else iteration)
+        start_time, start = self._fit_start
+        if isinstance(estimate, (int, float)) and isinstance(start, (int, float)) and estimate > start:
+            left = (now - start_time) * (1.0 - estimate) / (estimate - start)
+            parts.append(f"about {_duration(left)} left")
+        elif isinstance(iteration, int) and isinstance(total, int) and isinstance(start, int) and iteration > start:
+            per_iteration = (now - start_time) / (iteration - start)
+            parts.append(f"at most {_duration(per_iteration * (total - iteration))} left")
         return ", ".join(parts)
 
     def _done_status(self, event: Mapping) -> str:

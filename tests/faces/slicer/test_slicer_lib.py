@@ -213,6 +213,20 @@ def test_progress_fraction_follows_the_run():
     assert progress_fraction({"stage": "fit", "iteration": 3}) == 0.0  # no max_iter: no guess
 
 
+def test_progress_follows_the_engines_estimate_not_max_iter():
+    """A run that converges at iteration 90 of max_iter 1000 fills the bar, not 9 % of it."""
+    events = [{"stage": "fit", "iteration": i, "max_iter": 1000, "fraction": f, "changed": c, "tolerance": 0.005}
+              for i, f, c in ((10, 0.2, 0.35), (50, 0.6, 0.04), (90, 1.0, 0.004))]
+    fractions = [progress_fraction(e) for e in events]
+    assert fractions == [pytest.approx(FIT_END * f) for f in (0.2, 0.6, 1.0)]
+    clock = iter([0.0, 10.0, 50.0]).__next__
+    monitor = RunMonitor(clock=clock)
+    for event in events[:2]:
+        monitor.feed(json.dumps(event))
+    assert "1000" not in monitor.status and "labels changed (stops below 0.5 %)" in monitor.status
+    assert "about 40 s left" in monitor.status  # 40 s from 0.2 to 0.6: 0.4 to go at that pace
+
+
 class FakeClock:
     def __init__(self):
         self.now = 100.0
