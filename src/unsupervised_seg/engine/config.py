@@ -38,6 +38,8 @@ class SegmentationConfig:
     max_iter: int = 1000  # [maxIter]
     min_labels: int = 3  # stop when argmax has <= this many labels [minLabels]
     n_labels: Optional[int] = None  # exactly this many output labels (merge most similar clusters)
+    # a cluster (not a scribble class) with fewer than this share of the ROI voxels joins the most similar one
+    min_cluster_fraction: float = 0.001
     convergence_tol: float = 0.005  # fraction of ROI voxels whose label may change ...
     convergence_window: int = 10  # ... over this many iterations for the run to count as converged
     seed: int = 0
@@ -65,8 +67,13 @@ class SegmentationConfig:
             raise InputError(f"max_iter must be >= 1, got {self.max_iter}")
         if self.min_labels < 1:
             raise InputError(f"min_labels must be >= 1, got {self.min_labels}")
-        if self.n_labels is not None and not 1 <= self.n_labels <= (self.n_clusters or 255):
-            raise InputError(f"n_labels must be between 1 and n_clusters ({self.n_clusters}), got {self.n_labels}")
+        if self.n_labels is not None and self.n_labels < 1:
+            raise InputError(f"n_labels must be >= 1, got {self.n_labels}")
+        if self.n_labels is not None and self.n_labels > (self.n_clusters or 255):
+            limit = f"n_clusters ({self.n_clusters})" if self.n_clusters else "255"
+            raise InputError(f"n_labels must be at most {limit}, got {self.n_labels}")
+        if not 0 <= self.min_cluster_fraction < 1:
+            raise InputError(f"min_cluster_fraction must be >= 0 and < 1, got {self.min_cluster_fraction}")
         if self.init not in (None, "kmeans", "gmm", "none"):
             raise InputError(f"init must be 'kmeans', 'gmm' or 'none', got {self.init!r}")
         if self.patch_size is not None:

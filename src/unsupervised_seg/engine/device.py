@@ -1,9 +1,31 @@
 """Where the engine computes: device choice and the memory a training step may use there."""
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+
 import torch
 
 from ..core.errors import InputError
+
+
+def import_dynamo_quietly() -> None:
+    """Import torch._dynamo with torch inductor's cache folder pointed at a temporary folder, removed at once.
+
+    The first optimiser imports torch._dynamo (torch.optim wraps ``Optimizer.add_param_group`` with
+    ``torch._disable_dynamo``), and that import creates the inductor cache folder ``$TMPDIR/torchinductor_<user>``,
+    which the engine never uses (nothing is compiled): without this a run leaves that folder behind. A cache
+    folder the user chose (TORCHINDUCTOR_CACHE_DIR) is left alone.
+    """
+    if "torch._dynamo" in sys.modules or "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    with tempfile.TemporaryDirectory(prefix="unsupervised-seg-inductor-") as folder:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+        try:
+            import torch._dynamo  # noqa: F401
+        finally:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
 
 
 def resolve_device(name: str) -> torch.device:

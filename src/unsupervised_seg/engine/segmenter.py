@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import List, Optional, Sequence
 
@@ -20,11 +21,11 @@ from ..core.scribbles import scribble_classes, validate_scribbles
 from ..core.volume import Volume, validate_mask, validate_volume
 from . import persistence
 from .config import SegmentationConfig
-from .device import resolve_device
+from .device import import_dynamo_quietly, resolve_device
 from .labels import assign_labels
 from .network import ClusteringNet
 from .patches import choose_patch_size, sliding_window_response
-from .preprocess import Prepared, in_roi, prepare, training_level
+from .preprocess import Prepared, in_roi, normalise_intensity, prepare, training_level
 from .refine import RefineCache, pointwise, strokes, volume_key
 from .result import SegmentationResult
 from .training import HEAD, NETWORK, calibrate_batchnorm, train
@@ -50,6 +51,7 @@ class Segmenter:
         config = config or SegmentationConfig()
         self.config = config.replace(**overrides) if overrides else config
         self.device = resolve_device(self.config.device)
+        import_dynamo_quietly()  # before the first optimiser (see device.py): no torch cache folder left behind
         self.network: Optional[ClusteringNet] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.channel_to_label: Optional[np.ndarray] = None  # (q,) int: output label of each response channel
@@ -176,7 +178,7 @@ class Segmenter:
         """Channel -> label mapping for a crop's argmax channels (see labels.assign_labels)."""
         previous = self.channel_to_label if keep else None
         return assign_labels(channel_labels, prep.image[0].numpy(), prep.roi[0].numpy(), cfg.n_clusters,
-                             prep.n_scribble_classes, cfg.n_labels, previous)
+                             prep.n_scribble_classes, cfg.n_labels, previous, cfg.min_cluster_fraction)
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -268,11 +270,26 @@ def segment_sequence(frames: Sequence[Volume], config: Optional[SegmentationConf
     """Sequence mode: frames (video, 4D time points) in order, each warm-started from the previous network.
 
     The channel -> label mapping of the first frame is kept, so a structure keeps its label over time.
+    Every frame is checked before the first fit; an InputError names its frame ("frame k", counted from 0).
     """
     seg = Segmenter(config, **overrides)
     masks = list(masks) if masks is not None else [None] * len(frames)
+    for index, (frame, mask) in enumerate(zip(frames, masks)):
+        with _naming_frame(index):
+            cfg = seg._check(frame, None, mask)
+            normalise_intensity(frame, validate_mask(mask, frame), cfg.lower_percentile, cfg.upper_percentile)
     results = []
     for index, (frame, mask) in enumerate(zip(frames, masks)):
         max_iter = None if index == 0 else warm_max_iter
-        results.append(seg.fit(frame, mask=mask, max_iter=max_iter, progress=progress, keep_labels=index > 0))
+        with _naming_frame(index):
+            results.append(seg.fit(frame, mask=mask, max_iter=max_iter, progress=progress, keep_labels=index > 0))
     return results
+
+
+@contextmanager
+def _naming_frame(index: int):
+    """Re-raise an InputError with "frame <index>" in front of its problem (same file)."""
+    try:
+        yield
+    except InputError as exc:
+        raise InputError(f"frame {index} (counted from 0): {exc.problem}", exc.path) from None
