@@ -98,7 +98,17 @@ def check_output(path: Path, protected: Set[Path], overwrite: bool) -> None:
         raise InputError("output is a folder, expected a file name", path)
     if path.exists() and not overwrite:
         raise InputError("output exists (use --overwrite to replace it)", path)
-    ensure_folder(path.resolve().parent)
+    ensure_parent(path)
+
+
+def ensure_parent(path: Path) -> None:
+    """Make sure the folder of output file ``path`` exists and takes new files; the error names ``path``
+    (the output the user gave), and the folder."""
+    folder = path.resolve().parent
+    try:
+        ensure_folder(folder)
+    except InputError as exc:
+        raise InputError(f"cannot write into {exc.path or folder}: {exc.problem}", path) from None
 
 
 def expand_inputs(inputs: Sequence, events: _Events, batch: Batch):
@@ -152,7 +162,10 @@ def plan(items: List[Path], output, is_batch: bool, format: Optional[str]) -> Li
     """Jobs for the inputs: one output file, or ``<stem>_labels.<ext>`` in the output folder."""
     out = Path(output)
     into_folder = is_batch or out.is_dir() or str(output).endswith(("/", os.sep))
-    ensure_folder(out if into_folder else out.resolve().parent)
+    if into_folder:
+        ensure_folder(out)
+    else:
+        ensure_parent(out)
     jobs = []
     for image in items:
         fmt = output_format(image, None if into_folder else out, format)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -75,10 +77,20 @@ def cmd_train(args, reporter: Reporter, parser) -> int:
 
 
 def cmd_demo(args, reporter: Reporter, parser) -> int:
-    """Segment the bundled MNI152 sample into 3 labels; write labels + overlay; report Dice vs the tissues."""
-    from .demo import run_demo
+    """Segment the bundled MNI152 sample into 3 labels; write labels + overlay; report Dice vs the tissues.
 
-    return run_demo(args.output, args.overwrite, reporter, **engine_overrides(args))
+    Writes nothing outside the output folder: MONAI imports matplotlib when it is installed (the dev extra),
+    which would keep a font cache in ~/.cache/matplotlib; unless MPLCONFIGDIR is set it goes to a temporary
+    folder, removed at the end (the engine keeps torch's cache folder out of $TMPDIR, see engine/device.py)."""
+    with tempfile.TemporaryDirectory(prefix="unsupervised-seg-matplotlib-") as folder:
+        chosen = os.environ.setdefault("MPLCONFIGDIR", folder)
+        try:
+            from .demo import run_demo
+
+            return run_demo(args.output, args.overwrite, reporter, **engine_overrides(args))
+        finally:
+            if chosen == folder:
+                del os.environ["MPLCONFIGDIR"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

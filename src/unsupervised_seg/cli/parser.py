@@ -30,6 +30,8 @@ stages fit, predict, done, written, error), or --progress none."""
 _ENGINE_OPTIONS = {
     "min_labels": ("--min-labels", int, "K", "stop when at most K labels remain", "min_labels"),
     "n_labels": ("--n-labels", int, "K", "exactly K output labels (most similar clusters merged)", "n_labels"),
+    "min_cluster_fraction": ("--min-cluster-fraction", float, "F", "a cluster holding less than this share of the "
+                             "ROI joins the larger one of nearest mean intensity (0: keep every cluster)", "min_cluster_fraction"),
     "max_iter": ("--max-iter", int, "N", "at most N optimisation steps", "max_iter"),
     "clusters": ("--clusters", int, "Q", "upper bound on clusters (network output channels; 2D 100, 3D 32)",
                  "n_clusters"),
@@ -76,7 +78,8 @@ def build_parser(handlers: dict) -> argparse.ArgumentParser:
     seg.add_argument("--scribbles", metavar="S", help="scribble file (one input) or folder of <stem>_scribbles files")
     seg.add_argument("--reference-scribbles", action="store_true",
                      help="scribbles use the reference code's convention: 255 = unlabelled, v = class v + 1")
-    seg.add_argument("--mask", metavar="M", help="ROI mask file (one input) or folder of <stem>_mask files")
+    seg.add_argument("--mask", metavar="M", help="ROI mask file (one input) or folder of <stem>_mask files "
+                                                 "(default: <stem>_mask.<ext> beside the image, if present)")
     seg.add_argument("--format", choices=tuple(FORMAT_EXTENSIONS),
                      help="output format (default: from OUT's extension, else nifti; png for 2D raster images)")
     seg.add_argument("--class-names", metavar="JSON",
@@ -95,7 +98,8 @@ def build_parser(handlers: dict) -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="reference mode: train one network on a set of images")
     train.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     train.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (e.g. model.pt)")
-    train.add_argument("--mask", metavar="M", help="ROI mask for all images, or folder of <stem>_mask files")
+    train.add_argument("--mask", metavar="M", help="ROI mask for all images, or folder of <stem>_mask files "
+                                                   "(default: <stem>_mask.<ext> beside each image, if present)")
     _engine_options(train)
     _run_options(train)
     train.set_defaults(handler=handlers["train"])
