@@ -173,12 +173,13 @@ def test_multichannel_input(mni_4mm):
 
 
 def test_rgb_photograph_with_reference_defaults():
-    """The paper's 2D setting: an RGB photo, q = 100, nConv = 2, mu = nu = 1, lr 0.1, no initialisation."""
+    """The paper's 2D setting (reference_defaults): an RGB photo, q = 100, nConv = 2, mu = nu = 1, lr 0.1, no
+    initialisation."""
     from skimage import data, transform
 
     photo = transform.resize(data.coffee(), (100, 150), anti_aliasing=True)  # real photo, (H, W, 3) in [0, 1]
     volume = Volume.from_array(photo, channel_axis=-1)
-    cfg = SegmentationConfig(max_iter=60, seed=0)
+    cfg = SegmentationConfig(max_iter=60, seed=0, reference_defaults=True)
     assert cfg.resolved(2).n_clusters == 100 and cfg.resolved(2).init == "none"
     result = segment(volume, config=cfg)
     labels = result.labels

@@ -33,20 +33,28 @@ _ENGINE_OPTIONS = {
     "min_cluster_fraction": ("--min-cluster-fraction", float, "F", "a cluster holding less than this share of the "
                              "ROI joins the larger one of nearest mean intensity (0: keep every cluster)", "min_cluster_fraction"),
     "max_iter": ("--max-iter", int, "N", "at most N optimisation steps", "max_iter"),
-    "clusters": ("--clusters", int, "Q", "upper bound on clusters (network output channels; 2D 100, 3D 32)",
+    "clusters": ("--clusters", int, "Q", "upper bound on clusters (network output channels; 32, --reference-defaults 100)",
                  "n_clusters"),
     "seed": ("--seed", int, "S", "random seed (same seed, same result)", "seed"),
     "device": ("--device", str, "DEV", "auto, cpu, cuda or cuda:N", "device"),
 }
 
 
+REFERENCE_DEFAULTS_HELP = ("the reference code's exact settings (Kim, Kanezaki & Tanaka 2020: 100 clusters, no "
+                           "initial clustering, constant learning rate, full resolution, no convergence stop) "
+                           "instead of the faster defaults")
+
+
 def engine_overrides(args) -> dict:
     """SegmentationConfig fields the user set on the command line (defaults stay in engine/config.py)."""
-    return {spec[4]: getattr(args, name) for name, spec in _ENGINE_OPTIONS.items()
-            if getattr(args, name, None) is not None}
+    options = {spec[4]: getattr(args, name) for name, spec in _ENGINE_OPTIONS.items()
+               if getattr(args, name, None) is not None}
+    if getattr(args, "reference_defaults", None):
+        options["reference_defaults"] = True
+    return options
 
 
-def _engine_options(parser, names=tuple(_ENGINE_OPTIONS)) -> None:
+def _engine_options(parser, names=tuple(_ENGINE_OPTIONS), reference_defaults: bool = True) -> None:
     defaults = SegmentationConfig()
     group = parser.add_argument_group("engine options")
     for name in names:
@@ -55,6 +63,9 @@ def _engine_options(parser, names=tuple(_ENGINE_OPTIONS)) -> None:
         if default is not None:
             text += f" (default: {default})"
         group.add_argument(flag, dest=name, type=kind, metavar=metavar, default=None, help=text)
+    if reference_defaults:
+        group.add_argument("--reference-defaults", dest="reference_defaults", action="store_true", default=None,
+                           help=REFERENCE_DEFAULTS_HELP)
 
 
 def _run_options(parser) -> None:
@@ -107,7 +118,7 @@ def build_parser(handlers: dict) -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="segment the bundled MNI152 sample; write labels and a PNG overlay")
     demo.add_argument("-o", "--output", default="demo_output", metavar="DIR",
                       help="output folder (default: %(default)s)")
-    _engine_options(demo, ("max_iter", "seed", "device"))
+    _engine_options(demo, ("max_iter", "seed", "device"), reference_defaults=False)
     _run_options(demo)
     demo.set_defaults(handler=handlers["demo"])
     return parser

@@ -6,10 +6,22 @@ from typing import Optional, Tuple
 
 from ..core.errors import InputError
 
-# Defaults that differ between 2D images (the reference code's) and 3D volumes (tuned on MNI152
-# for CPU speed; see benchmarks/RESULTS.md).
-DEFAULTS_2D = {"n_clusters": 100, "init": "none", "init_iter": 0, "lr_half_life": 0, "coarse_voxels": 0}
-DEFAULTS_3D = {"n_clusters": 32, "init": "gmm", "init_iter": 100, "lr_half_life": 25, "coarse_voxels": 300_000}
+# Defaults that depend on the image (the "None" fields). 2D and 3D share the speed-ups of the 3D tuning on MNI152
+# (benchmarks/TUNING.md): fewer response channels, a learning-rate half-life, coarse to fine above a size, and a
+# convergence stop. 2D photos keep the reference's start from random weights: an initial clustering of the colours
+# into min_labels clusters merged the photo's regions (BSD500 101027: adjusted Rand index against the reference
+# code's own result 0.39 with a 3-cluster Gaussian mixture, 0.49-0.54 with 8 clusters, 0.65 without); with n_labels
+# (a known number of classes, e.g. tissues on an MRI slice) a Gaussian mixture of that many is the start, as in 3D
+# (MNI152 axial slices: Dice 0.69 without, above GMM / KMeans / Otsu with). See benchmarks/RESULTS_2D.md.
+DEFAULTS_2D = {"n_clusters": 32, "init": "none", "init_iter": 0, "lr_half_life": 25, "coarse_voxels": 50_000,
+               "convergence_tol": 0.005}
+DEFAULTS_2D_N_LABELS = {"init": "gmm", "init_iter": 100}  # 2D with n_labels set
+DEFAULTS_3D = {"n_clusters": 32, "init": "gmm", "init_iter": 100, "lr_half_life": 25, "coarse_voxels": 300_000,
+               "convergence_tol": 0.005}
+# reference_defaults=True: the reference code's settings (Kim, Kanezaki & Tanaka 2020, demo.py), in 2D and 3D:
+# 100 channels, random start, constant learning rate, full resolution, no convergence stop (max_iter or min_labels).
+REFERENCE_DEFAULTS = {"n_clusters": 100, "init": "none", "init_iter": 0, "lr_half_life": 0, "coarse_voxels": 0,
+                      "convergence_tol": 0.0}
 
 
 @dataclass
@@ -40,10 +52,12 @@ class SegmentationConfig:
     n_labels: Optional[int] = None  # exactly this many output labels (merge most similar clusters)
     # a cluster (not a scribble class) with fewer than this share of the ROI voxels joins the most similar one
     min_cluster_fraction: float = 0.001
-    convergence_tol: float = 0.005  # fraction of ROI voxels whose label may change ...
+    convergence_tol: Optional[float] = None  # fraction of ROI voxels whose label may change ... (0: never)
     convergence_window: int = 10  # ... over this many iterations for the run to count as converged
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # the reference code's settings for every field left unset (REFERENCE_DEFAULTS) instead of the faster defaults
+    reference_defaults: bool = False
     # coarse to fine: a volume whose ROI box holds more voxels than this is fitted at half resolution
     # (recursively) and the network then predicts at full resolution (0: off)
     coarse_voxels: Optional[int] = None
@@ -65,6 +79,8 @@ class SegmentationConfig:
             raise InputError(f"n_conv must be >= 1, got {self.n_conv}")
         if self.max_iter < 1:
             raise InputError(f"max_iter must be >= 1, got {self.max_iter}")
+        if self.convergence_tol is not None and not 0 <= self.convergence_tol < 1:
+            raise InputError(f"convergence_tol must be >= 0 and < 1, got {self.convergence_tol}")
         if self.min_labels < 1:
             raise InputError(f"min_labels must be >= 1, got {self.min_labels}")
         if self.n_labels is not None and self.n_labels < 1:
@@ -80,8 +96,13 @@ class SegmentationConfig:
             self.patch_size = tuple(int(p) for p in self.patch_size)
 
     def resolved(self, spatial_dims: int) -> SegmentationConfig:
-        """A copy with the dimension-dependent defaults (None fields) filled in."""
-        defaults = DEFAULTS_2D if spatial_dims == 2 else DEFAULTS_3D
+        """A copy with the defaults for the image's dimensions (or the reference's) filled into the None fields."""
+        if self.reference_defaults:
+            defaults = REFERENCE_DEFAULTS
+        elif spatial_dims == 2:
+            defaults = {**DEFAULTS_2D, **(DEFAULTS_2D_N_LABELS if self.n_labels is not None else {})}
+        else:
+            defaults = DEFAULTS_3D
         return self.replace(**{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
     def replace(self, **changes) -> SegmentationConfig:

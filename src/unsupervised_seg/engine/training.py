@@ -64,8 +64,8 @@ class StopRules:
         """Share done: the larger of the steps' share of max_iter and, on a log scale, how far the label
         changes have come down towards the tolerance (1.0 = converged); never decreases."""
         share = iteration / self.max_iter
-        if changed is not None:
-            tol = self.cfg.convergence_tol
+        tol = self.cfg.convergence_tol
+        if changed is not None and tol:  # tol 0 (the reference's settings): no convergence stop, steps only
             share = max(share, min(1.0, math.log(max(changed, tol)) / math.log(tol)))
         self.fraction = max(self.fraction, min(share, 1.0))
         return self.fraction
