@@ -7,6 +7,9 @@ The bundle configs only wire these objects together; the method itself is the en
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -104,7 +107,7 @@ class ValidatedDataset(Dataset):
             try:
                 check_item(item, config)
             except InputError as exc:
-                log.error("skipped %s", exc)
+                log.error("skipped %s", " ".join(str(exc).split()))  # one line, whatever the reader's message
                 self.skipped.append((exc.path or item["image"], exc.problem))
             else:
                 valid.append(item)
@@ -260,3 +263,74 @@ class AtomicNibabelWriter(NibabelWriter):
     def write(self, filename, verbose: bool = False, **obj_kwargs):
         with atomic_output(filename) as tmp:
             super().write(tmp, verbose=verbose, **obj_kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- start and end
+# The bundle's configs call exit_on_interrupt() first in "initialize" and finish(@dataset) in "finalize".
+
+class Interrupted(SystemExit):
+    """Ctrl-C in a bundle run: exit status 130, as the command line; Python exits on it without a traceback."""
+
+    def __init__(self):
+        super().__init__(130)
+
+
+_INTERRUPTED_LINE = "interrupted (Ctrl-C); no partial output file is left"
+_previous_sigint: list = []  # the SIGINT handler exit_on_interrupt replaced, restored by finish
+
+
+def exit_on_interrupt() -> None:
+    """Ctrl-C (SIGINT) logs one line and ends the run with exit status 130, without a traceback. An output being
+    written is removed (atomic_output), so no temporary or partial file is left. A second Ctrl-C while that
+    happens raises KeyboardInterrupt as usual."""
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.error("%s%s", _rank_prefix(), _INTERRUPTED_LINE)
+        raise Interrupted()
+
+    if threading.current_thread() is threading.main_thread():
+        _previous_sigint.append(signal.signal(signal.SIGINT, interrupt))
+
+
+def finish(dataset=None) -> None:
+    """End of a run: restore the Ctrl-C handler of exit_on_interrupt (for callers of ``monai.bundle.run`` in
+    Python), then exit with status 1, after one log line listing them, if ``dataset`` (a ValidatedDataset)
+    skipped any input: a pipeline checking exit codes sees it, as with the command line. The other volumes
+    have been segmented and written by then."""
+    while _previous_sigint and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _previous_sigint.pop())
+    skipped = getattr(dataset, "skipped", [])
+    if skipped:
+        log.error("%s%d input(s) skipped, exit status 1: %s", _rank_prefix(), len(skipped),
+                  ", ".join(str(path) for path, _ in skipped))
+        raise SystemExit(1)
+
+
+def _not_interrupted(record: logging.LogRecord) -> bool:
+    """Logging filter: drop the engine's "run is terminating due to exception" line for an interruption (the
+    record is logged while the exception is being handled)."""
+    return not isinstance(sys.exc_info()[1], (Interrupted, KeyboardInterrupt))
+
+
+class InterruptHandler:
+    """Ignite handler, first in the evaluator's handlers: an interrupted run (Interrupted, or a KeyboardInterrupt
+    when exit_on_interrupt was not called) ends with exit status 130 and one log line. Without it the engine logs
+    the exception, StatsHandler logs its traceback and Python prints it again. Other exceptions are re-raised
+    at once, so they are printed once (by Python), not also by StatsHandler."""
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
+        engine.logger.addFilter(_not_interrupted)
+
+    @staticmethod
+    def exception_raised(engine, exc: BaseException) -> None:
+        if isinstance(exc, Interrupted):
+            raise exc
+        if isinstance(exc, KeyboardInterrupt):
+            log.error("%s%s", _rank_prefix(), _INTERRUPTED_LINE)
+            raise Interrupted() from None
+        raise exc
+

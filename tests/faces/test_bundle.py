@@ -37,8 +37,9 @@ def _env():
     return env
 
 
-def run_bundle(*args, nproc=None):
-    """Run the bundle in a subprocess from the repository root; return its combined output."""
+def run_bundle(*args, nproc=None, status=1):
+    """Run the bundle in a subprocess from the repository root; return its combined output. ``status``: the exit
+    status expected, 1 by default because the dataset holds a corrupt file (skipped: see test_bundle_exit.py)."""
     if nproc:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                     f"--nproc_per_node={nproc}", "-m", "monai.bundle", "run"]
@@ -47,7 +48,7 @@ def run_bundle(*args, nproc=None):
     proc = subprocess.run(launcher + [str(a) for a in args], cwd=ROOT, env=_env(), capture_output=True, text=True,
                           timeout=600)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
+    assert proc.returncode == status, output[-4000:]
     return output
 
 
@@ -134,8 +135,11 @@ def test_inference_writes_engine_labels_on_input_grid(dataset, single_run):
         mask = dataset["masks"].get(name)
         if name in masks_with_truth:  # the bundle is the engine: same seed, same labels (one run with scribbles)
             expected = segment(_load_volume(source), dataset["scribbles"].get(name), mask, config).labels
-            # another process may sum floats in another order (thread count): a few argmax ties may flip
-            assert np.mean(labels != expected) <= 1e-4, np.argwhere(labels != expected)[:10]
+            # another process may sum floats in another order (thread count): a few argmax ties may flip, and
+            # a flipped voxel may send a stray cluster (< min_cluster_fraction of the ROI, between two tissues)
+            # to the other tissue: measured 23 voxels of 141 600 (1 voxel with min_cluster_fraction=0)
+            tolerance = 1e-4 + config.min_cluster_fraction * mask.mean()
+            assert np.mean(labels != expected) <= tolerance, np.argwhere(labels != expected)[:10]
             dice = hungarian_dice(labels, dataset["truth"][name], mask)["mean"]
             assert dice > 0.7, (name, dice)
             assert (labels[~mask] == 0).all()
@@ -186,8 +190,9 @@ def test_reference_mode_trains_then_predicts_without_optimisation(dataset, tmp_p
     monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: steps.append(1))
     monkeypatch.setattr(Segmenter, "fit", lambda *a, **k: pytest.fail("fit called in reference mode"))
     out = tmp_path / "out"
-    run(config_file=INFERENCE, logging_file=False, dataset_dir=str(dataset["dir"]), output_dir=str(out),
-        model_path=str(model), device="cpu")
+    with pytest.raises(SystemExit, match="1"):  # the corrupt file was skipped
+        run(config_file=INFERENCE, logging_file=False, dataset_dir=str(dataset["dir"]), output_dir=str(out),
+            model_path=str(model), device="cpu")
     assert steps == []
     assert hashlib.sha256(model.read_bytes()).hexdigest() == digest
     for name in IMAGES:
