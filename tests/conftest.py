@@ -8,12 +8,39 @@ and reaches the tests through fixtures here.
 """
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / ".pytest_tmp"  # ignored by git; left in place (another run may be using it)
+_RUN_FOLDER = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Keep what the tests write inside the repository, in one folder per run removed at its end: pytest's
+    tmp_path folders (instead of $TMPDIR/pytest-of-<user>; a --basetemp given by hand wins) and matplotlib's
+    config and font cache (imported by MONAI and nilearn; instead of ~/.config and ~/.cache), also for the
+    subprocesses the tests start. Several runs at once (other checkouts, other developers) each get their own."""
+    SCRATCH.mkdir(exist_ok=True)
+    run = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=SCRATCH))
+    config.stash[_RUN_FOLDER] = run
+    if config.option.basetemp is None:
+        config.option.basetemp = str(run / "tmp")
+    os.environ.setdefault("MPLCONFIGDIR", str(run / "matplotlib"))
+    os.environ["UNSUPERVISED_SEG_TEST_RUN"] = str(run)
+
+
+def pytest_unconfigure(config):
+    run = config.stash.get(_RUN_FOLDER, None)
+    if run is not None:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +81,4 @@ def dicom_series():
     """tests/helpers/dicom_series.py: write_series, mni_axial, write_mni_series, LPS_FROM_RAS, check_seg."""
     pytest.importorskip("pydicom")
     return load_helper("dicom_series")
+
