@@ -82,3 +82,22 @@ def dicom_series():
     pytest.importorskip("pydicom")
     return load_helper("dicom_series")
 
+
+@pytest.fixture(scope="session")
+def chest_ct():
+    """(Volume (1, 128, 128, 34) in HU, 3 x 3 x 10 mm, -3024 outside the circular field of view; body mask)
+    from 3D Slicer's CTChest sample that slicerio (a dependency) ships. Body: HU > -500, largest component,
+    holes filled per slice (the lungs are inside it)."""
+    from pathlib import Path
+
+    import slicerio
+    from scipy import ndimage as ndi
+
+    from unsupervised_seg import load_volume
+
+    volume = load_volume(Path(slicerio.__file__).parent / "data" / "CTChest4.nrrd")
+    hu = volume.data[0]
+    parts, _ = ndi.label(hu > -500)
+    body = parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
+    body = np.stack([ndi.binary_fill_holes(body[..., z]) for z in range(body.shape[2])], axis=-1)
+    return volume, body

@@ -14,14 +14,14 @@ from ..core.errors import InputError
 # (a known number of classes, e.g. tissues on an MRI slice) a Gaussian mixture of that many is the start, as in 3D
 # (MNI152 axial slices: Dice 0.69 without, above GMM / KMeans / Otsu with). See benchmarks/RESULTS_2D.md.
 DEFAULTS_2D = {"n_clusters": 32, "init": "none", "init_iter": 0, "lr_half_life": 25, "coarse_voxels": 50_000,
-               "convergence_tol": 0.005}
+               "convergence_tol": 0.005, "foreground": "none"}
 DEFAULTS_2D_N_LABELS = {"init": "gmm", "init_iter": 100}  # 2D with n_labels set
-DEFAULTS_3D = {"n_clusters": 32, "init": "gmm", "init_iter": 100, "lr_half_life": 25, "coarse_voxels": 300_000,
-               "convergence_tol": 0.005}
+DEFAULTS_3D = {"n_clusters": 32, "init": "auto", "init_iter": 100, "lr_half_life": 25, "coarse_voxels": 300_000,
+               "foreground": "auto", "convergence_tol": 0.005}
 # reference_defaults=True: the reference code's settings (Kim, Kanezaki & Tanaka 2020, demo.py), in 2D and 3D:
 # 100 channels, random start, constant learning rate, full resolution, no convergence stop (max_iter or min_labels).
 REFERENCE_DEFAULTS = {"n_clusters": 100, "init": "none", "init_iter": 0, "lr_half_life": 0, "coarse_voxels": 0,
-                      "convergence_tol": 0.0}
+                      "convergence_tol": 0.0, "foreground": "none"}
 
 
 @dataclass
@@ -39,7 +39,8 @@ class SegmentationConfig:
     con_weight: float = 1.0  # nu [stepsize_con]
     scr_weight: float = 0.5  # lambda [stepsize_scr]
     # initialisation: "kmeans"/"gmm" fit the network to k-means / Gaussian-mixture clusters of the intensities for
-    # init_iter iterations before self-training on its own argmax; "none" is the reference method
+    # init_iter iterations before self-training on its own argmax; "auto" fits both and keeps the more spatially
+    # coherent one (fewer label changes between neighbours); "none" is the reference method
     init: Optional[str] = None
     init_iter: Optional[int] = None
     init_clusters: Optional[int] = None  # None: n_labels, else min_labels (at least the scribble classes)
@@ -58,6 +59,9 @@ class SegmentationConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # the reference code's settings for every field left unset (REFERENCE_DEFAULTS) instead of the faster defaults
     reference_defaults: bool = False
+    # without a mask: "auto" leaves out the background (padding values and the dark region connected to the
+    # image border: air around the body, zeros around a brain) and clusters the rest; "none": the whole image
+    foreground: Optional[str] = None
     # coarse to fine: a volume whose ROI box holds more voxels than this is fitted at half resolution
     # (recursively) and the network then predicts at full resolution (0: off)
     coarse_voxels: Optional[int] = None
@@ -90,8 +94,10 @@ class SegmentationConfig:
             raise InputError(f"n_labels must be at most {limit}, got {self.n_labels}")
         if not 0 <= self.min_cluster_fraction < 1:
             raise InputError(f"min_cluster_fraction must be >= 0 and < 1, got {self.min_cluster_fraction}")
-        if self.init not in (None, "kmeans", "gmm", "none"):
-            raise InputError(f"init must be 'kmeans', 'gmm' or 'none', got {self.init!r}")
+        if self.init not in (None, "auto", "kmeans", "gmm", "none"):
+            raise InputError(f"init must be 'auto', 'kmeans', 'gmm' or 'none', got {self.init!r}")
+        if self.foreground not in (None, "auto", "none"):
+            raise InputError(f"foreground must be 'auto' or 'none', got {self.foreground!r}")
         if self.patch_size is not None:
             self.patch_size = tuple(int(p) for p in self.patch_size)
 

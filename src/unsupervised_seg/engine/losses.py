@@ -63,7 +63,8 @@ def continuity_loss(response: torch.Tensor, spacing: Optional[Sequence[float]] =
 
 
 def scribble_loss(response: torch.Tensor, scribbles: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on scribbled voxels only.
+    """Class-balanced cross-entropy on scribbled voxels only: the mean over the stroked classes of each class's
+    mean cross-entropy, so that a class painted over 20x more voxels does not drown a small one.
 
     response: (B, q, *spatial); scribbles: (B, *spatial) long, 0 = unlabelled, k >= 1 = class k,
     which is trained towards response channel k - 1. Returns 0 when nothing is scribbled.
@@ -72,11 +73,14 @@ def scribble_loss(response: torch.Tensor, scribbles: torch.Tensor) -> torch.Tens
     if not marked.any():
         return response.new_zeros(())
     logits = response.movedim(1, -1)[marked]  # (n_marked, q)
-    return F.cross_entropy(logits, scribbles[marked] - 1)
+    target = scribbles[marked] - 1
+    counts = torch.bincount(target, minlength=logits.shape[1]).to(logits.dtype)
+    weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
+    return F.cross_entropy(logits, target, weight=weight)
 
 
 class ClusteringLoss(nn.Module):
-    """L = mu * L_sim + nu * L_con + lambda * L_scr (METHOD.md), returning the parts too."""
+    """L = mu * L_sim + nu * L_con + lambda * L_scr (Kim, Kanezaki & Tanaka 2020, eq. 4; mu, nu, lambda), returning the parts too."""
 
     def __init__(self, sim_weight: float = 1.0, con_weight: float = 1.0, scr_weight: float = 0.5,
                  spacing: Optional[Sequence[float]] = None):

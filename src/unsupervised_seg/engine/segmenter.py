@@ -22,6 +22,7 @@ from ..core.volume import Volume, validate_mask, validate_volume
 from . import persistence
 from .config import SegmentationConfig
 from .device import import_dynamo_quietly, resolve_device
+from .foreground import detect_foreground
 from .labels import assign_labels
 from .network import ClusteringNet
 from .patches import choose_patch_size, sliding_window_response
@@ -75,6 +76,7 @@ class Segmenter:
         n_classes = scribble_classes(validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters,
                                                         volume.source))
         key, cache = volume_key(volume, mask), self._cache
+        mask = self._roi(volume, scribbles, mask, cfg)
         refining = (cache is not None and cache.key == key and 0 < n_classes <= cache.n_scribble_classes
                     and not keep_labels)
         history, stop_reason = [], "converged"
@@ -93,7 +95,7 @@ class Segmenter:
         self.channel_to_label = self._assign(channels, cache.full, cfg, keep_labels)
         if cache.level:
             history = [dict(entry, level=cache.level) for entry in history]
-        result = self._result(channels, cache.full, len(history), stop_reason, history, start)
+        result = self._result(channels, cache.full, len(history), stop_reason, history, start, scribbles)
         if progress:
             progress(Done(len(history), result.n_labels, stop_reason))
         return result
@@ -140,6 +142,7 @@ class Segmenter:
             raise InputError("reference images must share spatial dimensions and channel count")
         masks = list(masks) if masks is not None else [None] * len(volumes)
         cfg = [self._check(v, None, m) for v, m in zip(volumes, masks)][0]
+        masks = [self._roi(v, None, m, cfg) for v, m in zip(volumes, masks)]
         levels = [training_level(v, None, m, cfg.coarse_voxels) for v, m in zip(volumes, masks)]
         preps = [prepare(coarse, None, coarse_mask, cfg) for coarse, _, coarse_mask, _ in levels]
         self._ensure_network(volumes[0], cfg)
@@ -166,6 +169,17 @@ class Segmenter:
             raise InputError(f"image has {volume.spatial_dims} spatial dims and {volume.n_channels} channels; the "
                              f"network was made for {net.spatial_dims} and {net.in_channels}", volume.source)
         return self.config.resolved(volume.spatial_dims)
+
+    @staticmethod
+    def _roi(volume: Volume, scribbles, mask, cfg: SegmentationConfig):
+        """The mask, or without one the detected foreground (cfg.foreground "auto") with every scribbled voxel;
+        None: the whole image."""
+        if mask is not None or cfg.foreground != "auto":
+            return mask
+        found = detect_foreground(volume)
+        if found is not None and scribbles is not None:
+            found = found | (np.asarray(scribbles).reshape(found.shape) > 0)
+        return found
 
     def _ensure_network(self, volume: Volume, cfg: SegmentationConfig) -> None:
         if self.network is None:
@@ -209,15 +223,19 @@ class Segmenter:
             raise InputError("the segmenter has not been fitted: fit it or load a model first")
         start = time.perf_counter()
         cfg = self._check(volume, None, mask)
-        prep = prepare(volume, None, mask, cfg, targets=False)
+        prep = prepare(volume, None, self._roi(volume, None, mask, cfg), cfg, targets=False)
         channels = self._channels(prep, in_roi(self._features(prep, cfg, progress), prep))
         self.channel_to_label = self._assign(channels, prep, cfg, keep=True)
         return self._result(channels, prep, 0, "predict", [], start)
 
     def _result(self, channel_labels: np.ndarray, prep: Prepared, iterations, stop_reason, history,
-                start) -> SegmentationResult:
+                start, scribbles=None) -> SegmentationResult:
+        """Labels on the full grid; stroked ROI voxels keep the class the user gave them."""
         labels = np.zeros(prep.full_shape, np.int32)
         labels[prep.crop] = self.channel_to_label[channel_labels]
+        if scribbles is not None:
+            strokes = np.asarray(scribbles).reshape(prep.full_shape)
+            labels = np.where(strokes > 0, strokes, labels).astype(np.int32)
         labels[~prep.full_roi] = 0
         n_labels = int(np.unique(labels[prep.full_roi]).size)
         return SegmentationResult(labels, n_labels, iterations, stop_reason, history,

@@ -185,8 +185,11 @@ def _read_single_frames(headers: List[tuple]) -> Volume:
     affine_lps[:3, 2] = row_dir * spacing0[1]
     affine_lps[:3, 3] = positions[0]
     datasets = [ds for _, ds in headers]
-    return Volume(data[None], (step, float(spacing0[0]), float(spacing0[1])), LPS_TO_RAS @ affine_lps,
-                  meta={"dicom_datasets": datasets, "dicom_files": [str(p) for p, _ in headers]})
+    meta = {"dicom_datasets": datasets, "dicom_files": [str(p) for p, _ in headers]}
+    if "PixelPaddingValue" in ds0:  # stored value -> the rescaled value the padded voxels now hold
+        meta["padding_value"] = float(ds0.PixelPaddingValue) * float(getattr(ds0, "RescaleSlope", 1) or 1) + float(
+            getattr(ds0, "RescaleIntercept", 0) or 0)
+    return Volume(data[None], (step, float(spacing0[0]), float(spacing0[1])), LPS_TO_RAS @ affine_lps, meta=meta)
 
 
 def _check_stack(headers, positions: np.ndarray, along: np.ndarray, normal: np.ndarray) -> float:

@@ -1,0 +1,91 @@
+"""The region to cluster when no mask is given: the image without its background.
+
+Foreground = the bright voxels (above the Otsu threshold of the intensities without padding), closed by two
+voxels (sulci, thin gaps), holes filled in 3-D and per slice (lungs, sinuses, ventricles stay inside), the large connected parts
+only, grown by one voxel where that voxel is not at the image's minimum (the dark rim of the anatomy, e.g. CSF at
+a brain's surface, without the zeros around it), never a padding voxel.
+Padding: voxels at the image's minimum when that value lies far below the rest (-3024 or -32768 outside a
+CT's field of view), or at a known padding value (DICOM PixelPaddingValue in ``volume.meta``).
+When nothing dark surrounds the anatomy (it fills most of its grid's border), nothing is left out.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..core.volume import Volume
+
+# A foreground smaller than this share of the grid is not believed (the image is mostly dark, not background).
+_MIN_FOREGROUND = 0.02
+# Background must surround the anatomy: when more than this share of the grid's border is foreground, the image
+# is a crop inside the anatomy and nothing is left out (a dark structure at its edge is not background).
+_MAX_BORDER = 0.5
+# Connected parts of the foreground smaller than this share of the largest are left out (e.g. a CT table's edge).
+_PART_OF_LARGEST = 0.05
+
+
+def detect_foreground(volume: Volume, padding_value: Optional[float] = None) -> Optional[np.ndarray]:
+    """(*spatial) bool foreground of ``volume`` (C, *spatial), or None when no background is found.
+
+    padding_value: a known padding value (e.g. DICOM PixelPaddingValue); else volume.meta["padding_value"],
+    else the minimum when it is an outlier far below the other intensities.
+    """
+    import SimpleITK as sitk
+
+    intensity = volume.data.mean(0) if volume.n_channels > 1 else volume.data[0]
+    padding = _padding(intensity, padding_value if padding_value is not None else volume.meta.get("padding_value"))
+    values = intensity[~padding]
+    if values.size == 0 or values.min() == values.max():
+        return None
+    sample = values if values.size <= 2_000_000 else values[:: values.size // 2_000_000 + 1]
+    otsu = sitk.OtsuThresholdImageFilter()
+    otsu.Execute(sitk.GetImageFromArray(sample.astype(np.float32)[None, None]))
+    bright = (intensity > otsu.GetThreshold()) & ~padding
+    ball = ndi.generate_binary_structure(intensity.ndim, 1)
+    # closing that does not erode at the grid's border (anatomy cut by the field of view stays whole)
+    closed = ndi.binary_erosion(ndi.binary_dilation(bright, ball, iterations=2), ball, iterations=2, border_value=1)
+    closed = _fill_holes(closed)
+    parts, n = ndi.label(closed)
+    if n == 0:
+        return None
+    sizes = np.bincount(parts.ravel())[1:]
+    large = np.flatnonzero(sizes >= _PART_OF_LARGEST * sizes.max()) + 1
+    core = np.isin(parts, large)
+    rim = ndi.binary_dilation(core, ball) & ~core  # the anatomy's dark edge, but not the background value itself
+    foreground = (core | (rim & (intensity > intensity.min()))) & ~padding
+    if foreground.all() or foreground.mean() < _MIN_FOREGROUND or _border(foreground).mean() > _MAX_BORDER:
+        return None
+    return foreground
+
+
+def _padding(intensity: np.ndarray, value: Optional[float]) -> np.ndarray:
+    """Voxels at the padding value: the given one, or the minimum when it lies below the rest by more than
+    the rest's own 1-99 percentile range (an outlier value, not the dark end of the anatomy)."""
+    if value is not None:
+        return intensity == value
+    low = intensity.min()
+    rest = intensity[intensity > low]
+    if rest.size == 0:
+        return np.zeros(intensity.shape, bool)
+    p1, p99 = np.percentile(rest, [1, 99])
+    if p1 - low > p99 - p1:
+        return intensity == low
+    return np.zeros(intensity.shape, bool)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Holes filled in 3-D and in every slice along every axis (lungs and sinuses cut by the first or last
+    slice are holes of their slices, not of the volume)."""
+    filled = ndi.binary_fill_holes(mask)
+    if mask.ndim == 3:
+        for axis in range(3):
+            slices = np.moveaxis(filled, axis, 0)
+            filled = filled | np.moveaxis(np.stack([ndi.binary_fill_holes(s) for s in slices]), 0, axis)
+    return filled
+
+
+def _border(mask: np.ndarray) -> np.ndarray:
+    """The values of ``mask`` on every face of the grid, flattened."""
+    return np.concatenate([np.take(mask, index, axis).ravel() for axis in range(mask.ndim) for index in (0, -1)])
