@@ -37,6 +37,9 @@ _ENGINE_OPTIONS = {
                  "n_clusters"),
     "seed": ("--seed", int, "S", "random seed (same seed, same result)", "seed"),
     "device": ("--device", str, "DEV", "auto, cpu, cuda or cuda:N", "device"),
+    "foreground": ("--foreground", str, "auto|none", "without a mask, auto clusters the anatomy only (padding and "
+                   "the dark space around it get label 0); none clusters the whole image (3D default: auto, "
+                   "2D: none)", "foreground"),
 }
 
 
