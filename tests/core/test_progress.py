@@ -37,9 +37,6 @@ def test_to_dict_is_flat_with_the_stage_first_and_no_unset_fields():
     assert [e.to_dict()["stage"] for e in EVENTS[2:]] == ["predict", "done", "written", "error", "result"]
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="bug in core/progress.py: to_dict drops None fields but "
-                   "Failed.path has no default, so an error line without a file (the CLI writes one when describe() "
-                   "finds no path) cannot be read back: from_dict raises TypeError")
 def test_an_error_without_a_file_round_trips():
     event = Failed(path=None, message="no inputs")
     assert ProgressEvent.from_dict(json.loads(json.dumps(event.to_dict()))) == event

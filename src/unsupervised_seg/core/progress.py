@@ -83,8 +83,8 @@ class Failed(ProgressEvent):
     """An input failed: the file (when known) and a one-line message."""
 
     stage: ClassVar[str] = "error"
-    path: Optional[str]
-    message: str
+    path: Optional[str] = None
+    message: str = ""
 
 
 @dataclass
