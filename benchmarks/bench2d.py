@@ -209,8 +209,10 @@ def side_by_side(volume, label_maps, path: Path, alpha: float = 0.5, strokes=Non
     from unsupervised_seg.demo.overlay import overlay_image
 
     panels = [overlay_image(volume, np.zeros(volume.spatial_shape, np.int32))]
-    if strokes is not None:
-        panels[0] = overlay_image(volume, strokes, 0.9)
+    if strokes is not None:  # thickened to stay visible at panel size
+        from scipy import ndimage
+
+        panels[0] = overlay_image(volume, ndimage.grey_dilation(strokes, size=(5, 5)), 0.9)
     panels += [overlay_image(volume, labels, alpha) for labels in label_maps]
     height = round(panels[0].height * PANEL_WIDTH / panels[0].width)
     panels = [p.resize((PANEL_WIDTH, height), Image.LANCZOS) for p in panels]
@@ -276,11 +278,11 @@ def bench_photos(args, work: Path, out: Path) -> list:
     return rows
 
 
-def mni_slices(quick: bool):
-    """(z, T1 slice, brain mask, tissues) of axial slices at 30-70 % of the brain's height (1 mm; quick: 2 mm)."""
+def mni_slices(quick: bool, mm: int = 1):
+    """(z, T1 slice, brain mask, tissues) of axial slices at 30-70 % of the brain's height (``mm``; quick: 2 mm)."""
     from unsupervised_seg.demo.sample import mni152_arrays
 
-    t1, mask, truth, _ = mni152_arrays(2 if quick else 1)
+    t1, mask, truth, _ = mni152_arrays(2 if quick else mm)
     z = np.flatnonzero(mask.any((0, 1)))
     fractions = (0.5,) if quick else (0.3, 0.4, 0.5, 0.6, 0.7)
     for f in fractions:
@@ -314,8 +316,8 @@ def bench_mni(args, work: Path, out: Path) -> list:
     from unsupervised_seg.demo.metrics import hungarian_dice
 
     rows, shown = [], []
-    spacing = 2.0 if args.quick else 1.0
-    for z, image, mask, truth in mni_slices(args.quick):
+    spacing = 2.0 if args.quick else float(args.mni_mm)
+    for z, image, mask, truth in mni_slices(args.quick, args.mni_mm):
         np.save(work / f"mni_{z}.npy", image[None].astype(np.float32))
         np.save(work / f"mni_{z}_mask.npy", mask)
         print(f"MNI152 axial slice z={z}: engine", flush=True)
@@ -460,7 +462,8 @@ def report(results: dict) -> str:
     if mni:
         methods = ("engine", "kmeans", "gmm", "otsu")
         means = {m: float(np.mean([r[m]["dice"]["mean"] for r in mni])) for m in methods}
-        lines += ["## MNI152 axial slices (1 mm): one-to-one Dice against CSF / GM / WM", "",
+        mm = results.get("mni_mm", 1)
+        lines += [f"## MNI152 axial slices ({mm} mm): one-to-one Dice against CSF / GM / WM", "",
                   "Same brain mask and 3 labels for every method (engine: `n_labels=3`, mask). "
                   "Overlay: [overlay2d_mni152_axial.png](overlay2d_mni152_axial.png) (image | truth | engine | best "
                   "classical method).", "",
@@ -545,6 +548,7 @@ def main(argv=None) -> int:
                         "runs, compared with the engine (ARI, overlay) instead of this run's short one")
     parser.add_argument("--sections", default="photos,mni,scribbles")
     parser.add_argument("--voc", type=lambda s: s.split(","), default=list(VOC_DEFAULT), help="VOC photo names")
+    parser.add_argument("--mni-mm", type=int, default=1, choices=(1, 2), help="MNI152 resolution (default 1 mm)")
     parser.add_argument("--photos", type=lambda s: s.split(","), help="photo names (default: all)")
     parser.add_argument("--engine-config", nargs="*", metavar="KEY=VALUE", help="SegmentationConfig overrides")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -572,7 +576,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE.parent / "src"))
     results = {"command": "python benchmarks/bench2d.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "date": datetime.date.today().isoformat(), "machine": machine(args.threads),
-               "ref_iters": args.ref_iters, "note": args.note, "photos": [], "mni": [], "scribbles": []}
+               "ref_iters": args.ref_iters, "mni_mm": 2 if args.quick else args.mni_mm, "note": args.note, "photos": [], "mni": [], "scribbles": []}
     with tempfile.TemporaryDirectory(prefix="bench2d-work-") as tmp:
         work = Path(tmp)
         run = {"photos": bench_photos, "mni": bench_mni, "scribbles": bench_scribbles}
