@@ -10,6 +10,8 @@ ENGINE = "engine"
 METHOD_COLOURS = {"engine": "#d62728", "kmeans": "#1f77b4", "gmm": "#ff7f0e", "otsu": "#2ca02c",
                   "atropos": "#9467bd", "growcut": "#8c564b", "random_walker": "#e377c2"}
 LABEL_COLOURS = ["black", "blue", "orange", "green", "red", "purple", "brown"]
+# RESULTS.md: what other scripts (reference_mode.py) append goes below this line, and write_results keeps it.
+KEPT_MARKER = "<!-- measurements appended by other scripts: benchmarks/run.py keeps everything below this line -->"
 
 
 def _pyplot():
@@ -263,6 +265,9 @@ def write_results(everything: dict, path: Path) -> None:
         for plot in (f"dice_vs_seconds_{key}.png", f"engine_history_{key}.png"):
             if (path.parent / plot).exists():
                 out += [f"![{plot}]({plot})", ""]
+    previous = path.read_text() if path.exists() else ""
+    if KEPT_MARKER in previous:
+        out += [KEPT_MARKER + previous.split(KEPT_MARKER, 1)[1].rstrip("\n"), ""]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(out))
     os.replace(tmp, path)
