@@ -106,3 +106,20 @@ def test_cli_reference_defaults_flag_reaches_the_segmenter():
         "reference_defaults": True}
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--reference-defaults"])
+
+
+def test_stop_rule_counts_the_scribble_classes_drawn_not_the_largest_id():
+    """PASCAL VOC strokes (reference convention) of classes 0 and 15 are classes 1 and 16: 2 drawn classes, as the
+    reference's minLabels counts them, so the network does not stop at 16 labels after a few steps."""
+    import torch
+
+    from unsupervised_seg.engine.preprocess import Prepared
+    from unsupervised_seg.engine.training import drawn_classes
+
+    scribbles = torch.zeros(1, 4, 4, dtype=torch.long)
+    scribbles[0, 0, :2], scribbles[0, 3, 1:] = 1, 16
+    roi = torch.ones(1, 4, 4, dtype=torch.bool)
+    prep = Prepared(torch.zeros(1, 3, 4, 4), scribbles, roi, None, (slice(0, 4), slice(0, 4)), (4, 4),
+                    roi[0].numpy(), (1.0, 1.0), 16)
+    assert drawn_classes([prep]) == 2
+    assert drawn_classes([prep], (None, torch.tensor([[[3]], [[16]]]))) == 3

@@ -86,8 +86,7 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, preps: Seque
     """
     strokes = None if strokes is None else tuple(t.to(device) for t in strokes)
     loss_fn = ClusteringLoss(cfg.sim_weight, cfg.con_weight, cfg.scr_weight, preps[0].spacing)
-    n_classes = max(p.n_scribble_classes for p in preps)
-    rules = StopRules(cfg, max(cfg.min_labels, n_classes, cfg.n_labels or 0), max_iter)
+    rules = StopRules(cfg, max(cfg.min_labels, drawn_classes(preps, strokes), cfg.n_labels or 0), max_iter)
     whole = all(p.roi.numel() <= cfg.max_voxels for p in preps)
     samplers = None if whole else [_sampler(p, cfg, device, steps_done) for p in preps]
     history: List[dict] = []
@@ -126,6 +125,19 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, preps: Seque
         if stop:
             return history, stop
     return history, "max_iter"
+
+
+def drawn_classes(preps: Sequence[Prepared], strokes=None) -> int:
+    """How many scribble classes are drawn: the reference's minLabels with scribbles. The ids present count, not
+    the largest id (PASCAL VOC strokes of classes 0 and 15 are 2 classes, not 16, so that the network does not
+    stop after a few steps at 16 labels)."""
+    present = set()
+    for prep in preps:
+        if prep.scribbles is not None:
+            present |= set(torch.unique(prep.scribbles[prep.scribbles > 0]).tolist())
+    if strokes is not None:
+        present |= set(torch.unique(strokes[1]).tolist())
+    return len(present)
 
 
 def _batch(prep: Prepared, sampler: Optional[PatchSampler], device: torch.device) -> dict:
