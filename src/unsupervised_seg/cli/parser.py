@@ -45,7 +45,8 @@ _ENGINE_OPTIONS = {
 
 REFERENCE_DEFAULTS_HELP = ("the reference code's exact settings (Kim, Kanezaki & Tanaka 2020: 100 clusters, no "
                            "initial clustering, constant learning rate, full resolution, no convergence stop) "
-                           "instead of the faster defaults")
+                           "instead of the faster defaults; the merge of tiny clusters stays: add "
+                           "--min-cluster-fraction 0 for none")
 
 
 def engine_overrides(args) -> dict:
