@@ -23,6 +23,7 @@ Sections (each engine run is a child process of this script, so that its peak me
   as ``--reference-scribbles`` reads it); one stroke is held back (the largest piece of the class drawn in
   most pieces), the first fit sees the others, then ``Segmenter.fit`` again with all of them: a refinement.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,18 +78,39 @@ def worker(spec_path: str) -> None:
     resolved = segmenter.config.resolved(volume.spatial_dims)
     result = segmenter.fit(volume, scribbles, mask)
     np.save(spec["labels_out"], result.labels.astype(np.int32))
-    out = {"seconds": result.seconds, "iterations": result.iterations, "stop_reason": result.stop_reason,
-           "n_labels": result.n_labels, "phases": sorted({h["phase"] for h in result.history}),
-           "label_counts": [h["n_labels"] for h in result.history],
-           "config": {k: v for k, v in resolved.to_dict().items()
-                      if k in ("n_clusters", "init", "init_iter", "lr_half_life", "coarse_voxels",
-                               "convergence_tol", "reference_defaults")}}
+    out = {
+        "seconds": result.seconds,
+        "iterations": result.iterations,
+        "stop_reason": result.stop_reason,
+        "n_labels": result.n_labels,
+        "phases": sorted({h["phase"] for h in result.history}),
+        "label_counts": [h["n_labels"] for h in result.history],
+        "config": {
+            k: v
+            for k, v in resolved.to_dict().items()
+            if k
+            in (
+                "n_clusters",
+                "init",
+                "init_iter",
+                "lr_half_life",
+                "coarse_voxels",
+                "convergence_tol",
+                "reference_defaults",
+            )
+        },
+    }
     if spec.get("refine_scribbles_npy"):
         more = np.load(spec["refine_scribbles_npy"])
         again = segmenter.fit(volume, more, mask)
         np.save(spec["refine_labels_out"], again.labels.astype(np.int32))
-        out["refine"] = {"seconds": again.seconds, "iterations": again.iterations, "stop_reason": again.stop_reason,
-                         "n_labels": again.n_labels, "phases": sorted({h["phase"] for h in again.history})}
+        out["refine"] = {
+            "seconds": again.seconds,
+            "iterations": again.iterations,
+            "stop_reason": again.stop_reason,
+            "n_labels": again.n_labels,
+            "phases": sorted({h["phase"] for h in again.history}),
+        }
     out["peak_rss_mb"] = peak_rss_mb()
     Path(spec["result_out"]).write_text(json.dumps(out))
 
@@ -107,8 +129,13 @@ def run_engine(spec: dict, work: Path, name: str, timeout: float) -> dict:
     src = str(HERE.parent / "src")
     env = thread_env(spec["threads"])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"engine worker {name} failed:\n{proc.stderr[-3000:]}")
     out = json.loads(Path(spec["result_out"]).read_text())
@@ -130,15 +157,15 @@ def torchvision_stand_in(work: Path) -> str:
     (folder / "torchvision" / "__init__.py").write_text(
         "# stand-in for the reference demo.py, which imports torchvision.datasets/transforms without using them\n"
         "import types\ndatasets = types.ModuleType('torchvision.datasets')\n"
-        "transforms = types.ModuleType('torchvision.transforms')\n")
+        "transforms = types.ModuleType('torchvision.transforms')\n"
+    )
     return str(folder)
 
 
 _ITERATION_LINE = re.compile(r"^(\d+) / (\d+) \|\s+label num :\s+(\d+)")
 
 
-def run_reference(refcode: Path, image: Path, iters: int, threads: int, work: Path, name: str,
-                  timeout: float) -> dict:
+def run_reference(refcode: Path, image: Path, iters: int, threads: int, work: Path, name: str, timeout: float) -> dict:
     """demo.py --visualize 0 --maxIter iters on ``image`` in a scratch folder: labels from its output.png (one
     random colour per cluster), per-iteration seconds (median interval between its iteration lines), startup
     seconds (to the first iteration line, less one iteration), peak RSS (wait4)."""
@@ -148,8 +175,17 @@ def run_reference(refcode: Path, image: Path, iters: int, threads: int, work: Pa
     shim = torchvision_stand_in(work)
     if shim:
         env["PYTHONPATH"] = shim + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-u", str(refcode / "demo.py"), "--input", str(image), "--visualize", "0",
-           "--maxIter", str(iters)]
+    cmd = [
+        sys.executable,
+        "-u",
+        str(refcode / "demo.py"),
+        "--input",
+        str(image),
+        "--visualize",
+        "0",
+        "--maxIter",
+        str(iters),
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stamps, counts, lines = [], [], []
@@ -169,11 +205,19 @@ def run_reference(refcode: Path, image: Path, iters: int, threads: int, work: Pa
     per_iter = statistics.median(np.diff(stamps)) if len(stamps) > 1 else stamps[0]
     startup = max(stamps[0] - per_iter, 0.0)
     early = any("reached minLabels" in line for line in lines)
-    return {"labels": reference_labels(folder / "output.png"), "iterations": len(stamps), "seconds": total,
-            "per_iter": per_iter, "startup": startup, "stopped_early": early, "label_counts": counts,
-            "n_labels": counts[-1], "peak_rss_mb": usage.ru_maxrss / 1024,
-            # its time at its defaults: 1000 iterations, or the measured run when it stopped at minLabels
-            "seconds_at_defaults": total if early else startup + (REFERENCE_MAX_ITER + 1) * per_iter}
+    return {
+        "labels": reference_labels(folder / "output.png"),
+        "iterations": len(stamps),
+        "seconds": total,
+        "per_iter": per_iter,
+        "startup": startup,
+        "stopped_early": early,
+        "label_counts": counts,
+        "n_labels": counts[-1],
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        # its time at its defaults: 1000 iterations, or the measured run when it stopped at minLabels
+        "seconds_at_defaults": total if early else startup + (REFERENCE_MAX_ITER + 1) * per_iter,
+    }
 
 
 def reference_labels(path: Path) -> np.ndarray:
@@ -248,12 +292,19 @@ def bench_photos(args, work: Path, out: Path) -> list:
     runs = []
     for name, path, source in photo_inputs(args.refcode, work, args.quick, args.photos):
         print(f"photo {name}: engine", flush=True)
-        engine = run_engine({"image_path": str(path), "config": args.engine_config, "threads": args.threads},
-                            work, f"photo_{name}", args.timeout)
+        engine = run_engine(
+            {"image_path": str(path), "config": args.engine_config, "threads": args.threads},
+            work,
+            f"photo_{name}",
+            args.timeout,
+        )
         print(f"photo {name}: reference demo.py, {args.ref_iters} iterations", flush=True)
         ref = run_reference(args.refcode, path, args.ref_iters, args.threads, work, name, args.timeout)
-        print(f"  engine {engine['seconds']:.1f} s, {engine['iterations']} it, {engine['n_labels']} labels; "
-              f"reference {ref['per_iter']:.2f} s/it -> {ref['seconds_at_defaults']:.0f} s at defaults", flush=True)
+        print(
+            f"  engine {engine['seconds']:.1f} s, {engine['iterations']} it, {engine['n_labels']} labels; "
+            f"reference {ref['per_iter']:.2f} s/it -> {ref['seconds_at_defaults']:.0f} s at defaults",
+            flush=True,
+        )
         runs.append((name, path, source, engine, ref))
     rows = []
     for name, path, source, engine, ref in runs:  # compared after all runs: --ref-labels may fill meanwhile
@@ -266,15 +317,24 @@ def bench_photos(args, work: Path, out: Path) -> list:
             compared_iters = sum(bool(_ITERATION_LINE.match(line)) for line in log.splitlines()) or None
         overlay = out / f"overlay2d_{name}.png"
         side_by_side(volume, [engine["labels"], match_colours(compared, engine["labels"])], overlay)
-        rows.append({
-            "name": name, "source": source, "shape": list(volume.spatial_shape),
-            "engine": {k: v for k, v in engine.items() if k != "labels"},
-            "reference": {k: v for k, v in ref.items() if k != "labels"},
-            "compared_iterations": compared_iters, "compared_labels": int(np.unique(compared).size),
-            "ari": float(adjusted_rand_score(compared.ravel(), engine["labels"].ravel())),
-            "ratio": engine["seconds"] / ref["seconds_at_defaults"], "overlay": overlay.name})
-        print(f"photo {name}: ARI {rows[-1]['ari']:.3f} against the reference after {compared_iters} iterations",
-              flush=True)
+        rows.append(
+            {
+                "name": name,
+                "source": source,
+                "shape": list(volume.spatial_shape),
+                "engine": {k: v for k, v in engine.items() if k != "labels"},
+                "reference": {k: v for k, v in ref.items() if k != "labels"},
+                "compared_iterations": compared_iters,
+                "compared_labels": int(np.unique(compared).size),
+                "ari": float(adjusted_rand_score(compared.ravel(), engine["labels"].ravel())),
+                "ratio": engine["seconds"] / ref["seconds_at_defaults"],
+                "overlay": overlay.name,
+            }
+        )
+        print(
+            f"photo {name}: ARI {rows[-1]['ari']:.3f} against the reference after {compared_iters} iterations",
+            flush=True,
+        )
     return rows
 
 
@@ -321,24 +381,48 @@ def bench_mni(args, work: Path, out: Path) -> list:
         np.save(work / f"mni_{z}.npy", image[None].astype(np.float32))
         np.save(work / f"mni_{z}_mask.npy", mask)
         print(f"MNI152 axial slice z={z}: engine", flush=True)
-        engine = run_engine({"image_npy": str(work / f"mni_{z}.npy"), "mask_npy": str(work / f"mni_{z}_mask.npy"),
-                             "spacing": [spacing, spacing], "config": {"n_labels": 3, **args.engine_config},
-                             "threads": args.threads}, work, f"mni_{z}", args.timeout)
-        row = {"z": z, "voxels_in_mask": int(mask.sum()),
-               "engine": {**{k: v for k, v in engine.items() if k != "labels"},
-                          "dice": hungarian_dice(engine["labels"], truth, mask)}}
+        engine = run_engine(
+            {
+                "image_npy": str(work / f"mni_{z}.npy"),
+                "mask_npy": str(work / f"mni_{z}_mask.npy"),
+                "spacing": [spacing, spacing],
+                "config": {"n_labels": 3, **args.engine_config},
+                "threads": args.threads,
+            },
+            work,
+            f"mni_{z}",
+            args.timeout,
+        )
+        row = {
+            "z": z,
+            "voxels_in_mask": int(mask.sum()),
+            "engine": {
+                **{k: v for k, v in engine.items() if k != "labels"},
+                "dice": hungarian_dice(engine["labels"], truth, mask),
+            },
+        }
         baselines = classical(image, mask)
         for name, (labels, seconds) in baselines.items():
             row[name] = {"seconds": seconds, "dice": hungarian_dice(labels, truth, mask)}
         rows.append(row)
         best = max(baselines, key=lambda m: row[m]["dice"]["mean"])
         shown.append((image, truth, engine["labels"], baselines[best][0]))
-        print("  " + ", ".join(f"{m} {row[m]['dice']['mean']:.3f}" for m in ("engine", "kmeans", "gmm", "otsu")),
-              flush=True)
+        print(
+            "  " + ", ".join(f"{m} {row[m]['dice']['mean']:.3f}" for m in ("engine", "kmeans", "gmm", "otsu")),
+            flush=True,
+        )
     image, truth, engine_labels, baseline_labels = shown[len(shown) // 2]  # the middle slice
     volume = Volume(np.rot90(image)[None].copy(), (spacing, spacing))
-    side_by_side(volume, [np.rot90(truth), np.rot90(match_colours(engine_labels, truth)),
-                          np.rot90(match_colours(baseline_labels, truth))], out / "overlay2d_mni152_axial.png", 0.45)
+    side_by_side(
+        volume,
+        [
+            np.rot90(truth),
+            np.rot90(match_colours(engine_labels, truth)),
+            np.rot90(match_colours(baseline_labels, truth)),
+        ],
+        out / "overlay2d_mni152_axial.png",
+        0.45,
+    )
     return rows
 
 
@@ -378,55 +462,88 @@ def bench_scribbles(args, work: Path, out: Path) -> list:
         first, stroke, stroke_class = held_out_stroke(scribbles)
         np.save(work / f"voc_{name}_first.npy", first)
         np.save(work / f"voc_{name}_all.npy", scribbles)
-        print(f"VOC {name}: first fit, then one more stroke (class {stroke_class}, {int(stroke.sum())} px)",
-              flush=True)
+        print(f"VOC {name}: first fit, then one more stroke (class {stroke_class}, {int(stroke.sum())} px)", flush=True)
         config = dict(args.engine_config, **({"max_iter": 20} if args.quick else {}))
-        engine = run_engine({"image_path": str(image), "scribbles_npy": str(work / f"voc_{name}_first.npy"),
-                             "refine_scribbles_npy": str(work / f"voc_{name}_all.npy"), "config": config,
-                             "threads": args.threads}, work, f"voc_{name}", args.timeout)
+        engine = run_engine(
+            {
+                "image_path": str(image),
+                "scribbles_npy": str(work / f"voc_{name}_first.npy"),
+                "refine_scribbles_npy": str(work / f"voc_{name}_all.npy"),
+                "config": config,
+                "threads": args.threads,
+            },
+            work,
+            f"voc_{name}",
+            args.timeout,
+        )
         classes = [int(c) for c in np.unique(scribbles[scribbles > 0])]
         first_labels, refined = engine["labels"], engine["refine"]["labels"]
 
-        row = {"name": name, "shape": list(volume.spatial_shape), "classes": classes,
-               "stroke_class": stroke_class, "stroke_pixels": int(stroke.sum()),
-               "present_first": {c: bool(np.any(first_labels == c)) for c in classes},
-               "present_refined": {c: bool(np.any(refined == c)) for c in classes},
-               "strokes_right_first": stroke_accuracy(first_labels, scribbles, first > 0),
-               "new_stroke_right_before": stroke_accuracy(first_labels, scribbles, stroke),
-               "new_stroke_right_after": stroke_accuracy(refined, scribbles, stroke),
-               "strokes_right_refined": stroke_accuracy(refined, scribbles, scribbles > 0),
-               "engine": {k: v for k, v in engine.items() if k != "labels"}}
+        row = {
+            "name": name,
+            "shape": list(volume.spatial_shape),
+            "classes": classes,
+            "stroke_class": stroke_class,
+            "stroke_pixels": int(stroke.sum()),
+            "present_first": {c: bool(np.any(first_labels == c)) for c in classes},
+            "present_refined": {c: bool(np.any(refined == c)) for c in classes},
+            "strokes_right_first": stroke_accuracy(first_labels, scribbles, first > 0),
+            "new_stroke_right_before": stroke_accuracy(first_labels, scribbles, stroke),
+            "new_stroke_right_after": stroke_accuracy(refined, scribbles, stroke),
+            "strokes_right_refined": stroke_accuracy(refined, scribbles, scribbles > 0),
+            "engine": {k: v for k, v in engine.items() if k != "labels"},
+        }
         row["engine"]["refine"] = {k: v for k, v in engine["refine"].items() if k != "labels"}
         row["refine_fraction"] = engine["refine"]["seconds"] / engine["seconds"]
         row["head_only"] = engine["refine"]["phases"] == ["head"]
         side_by_side(volume, [first_labels, refined], out / f"overlay2d_voc_{name}.png", 0.5, strokes=scribbles)
         row["overlay"] = f"overlay2d_voc_{name}.png"
         rows.append(row)
-        print(f"  first {engine['seconds']:.1f} s ({engine['n_labels']} labels), refinement "
-              f"{engine['refine']['seconds']:.1f} s = {100 * row['refine_fraction']:.1f} %, head only "
-              f"{row['head_only']}; new stroke right {row['new_stroke_right_before']:.2f} -> "
-              f"{row['new_stroke_right_after']:.2f}", flush=True)
+        print(
+            f"  first {engine['seconds']:.1f} s ({engine['n_labels']} labels), refinement "
+            f"{engine['refine']['seconds']:.1f} s = {100 * row['refine_fraction']:.1f} %, head only "
+            f"{row['head_only']}; new stroke right {row['new_stroke_right_before']:.2f} -> "
+            f"{row['new_stroke_right_after']:.2f}",
+            flush=True,
+        )
     return rows
 
 
 def machine(threads: int) -> dict:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "python": platform.python_version(), "load_start": os.getloadavg()}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_start": os.getloadavg(),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ report
 def report(results: dict) -> str:
     m = results["machine"]
-    lines = ["# 2D benchmark", "",
-             f"Written by `{results['command']}` on {results['date']}.", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads for every method, torch {m['torch']}, "
-             f"CPU. Load average (1, 5, 15 min) at the start {fmt_load(m['load_start'])}, at the end "
-             f"{fmt_load(m['load_end'])}: other work shared the cores, so seconds are comparable within this run "
-             "(the reference ran in it, under the same load), not with other runs.", ""]
+    lines = [
+        "# 2D benchmark",
+        "",
+        f"Written by `{results['command']}` on {results['date']}.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads for every method, torch {m['torch']}, "
+        f"CPU. Load average (1, 5, 15 min) at the start {fmt_load(m['load_start'])}, at the end "
+        f"{fmt_load(m['load_end'])}: other work shared the cores, so seconds are comparable within this run "
+        "(the reference ran in it, under the same load), not with other runs.",
+        "",
+    ]
     if results.get("note"):
         lines += [results["note"], ""]
     engine_cfg = next((r["engine"]["config"] for r in results["photos"]), None)
@@ -435,68 +552,92 @@ def report(results: dict) -> str:
     photos = results["photos"]
     if photos:
         it = results["ref_iters"]
-        lines += ["## Photos: engine at its 2D defaults vs the reference code's demo.py", "",
-                  f"The reference ran {it} iterations here (`demo.py --visualize 0 --maxIter {it}`); *its time at "
-                  f"its defaults* is its start-up plus {REFERENCE_MAX_ITER + 1} x its median seconds per iteration "
-                  f"(its default maxIter {REFERENCE_MAX_ITER} and the final forward pass), an extrapolation, "
-                  "unless it stopped at minLabels (then the measured run). ARI: adjusted Rand index between the "
-                  "engine's labels and the reference's result after the iterations given (1 = same partition, 0 = "
-                  "chance): a longer demo.py run of the same machine and day where `--ref-labels` named one, else "
-                  "this run's. "
-                  "Peak RSS: each program's own process.", "",
-                  "| photo | size | engine s | iterations (stop) | labels | peak RSS MB | reference s/it | "
-                  "reference s at defaults | engine / reference | ARI (reference iterations, labels) | overlay |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Photos: engine at its 2D defaults vs the reference code's demo.py",
+            "",
+            f"The reference ran {it} iterations here (`demo.py --visualize 0 --maxIter {it}`); *its time at "
+            f"its defaults* is its start-up plus {REFERENCE_MAX_ITER + 1} x its median seconds per iteration "
+            f"(its default maxIter {REFERENCE_MAX_ITER} and the final forward pass), an extrapolation, "
+            "unless it stopped at minLabels (then the measured run). ARI: adjusted Rand index between the "
+            "engine's labels and the reference's result after the iterations given (1 = same partition, 0 = "
+            "chance): a longer demo.py run of the same machine and day where `--ref-labels` named one, else "
+            "this run's. "
+            "Peak RSS: each program's own process.",
+            "",
+            "| photo | size | engine s | iterations (stop) | labels | peak RSS MB | reference s/it | "
+            "reference s at defaults | engine / reference | ARI (reference iterations, labels) | overlay |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in photos:
             e, ref = r["engine"], r["reference"]
-            lines.append(f"| {r['name']} ({r['source']}) | {r['shape'][1]} x {r['shape'][0]} | {e['seconds']:.1f} | "
-                         f"{e['iterations']} ({e['stop_reason']}) | {e['n_labels']} | {e['peak_rss_mb']:.0f} | "
-                         f"{ref['per_iter']:.2f} | {ref['seconds_at_defaults']:.0f} | "
-                         f"{r['ratio']:.3f} (1/{1 / r['ratio']:.0f}) | {r['ari']:.3f} ({r['compared_iterations']}, "
-                         f"{r['compared_labels']}) | [png]({r['overlay']}) |")
+            lines.append(
+                f"| {r['name']} ({r['source']}) | {r['shape'][1]} x {r['shape'][0]} | {e['seconds']:.1f} | "
+                f"{e['iterations']} ({e['stop_reason']}) | {e['n_labels']} | {e['peak_rss_mb']:.0f} | "
+                f"{ref['per_iter']:.2f} | {ref['seconds_at_defaults']:.0f} | "
+                f"{r['ratio']:.3f} (1/{1 / r['ratio']:.0f}) | {r['ari']:.3f} ({r['compared_iterations']}, "
+                f"{r['compared_labels']}) | [png]({r['overlay']}) |"
+            )
         peaks = ", ".join(f"{r['name']} {r['reference']['peak_rss_mb']:.0f} MB" for r in photos)
-        lines += ["", f"Reference peak RSS: {peaks}.",
-                  "Overlays: photo | engine | reference (its clusters coloured like the engine label they overlap "
-                  "most, one to one).", ""]
+        lines += [
+            "",
+            f"Reference peak RSS: {peaks}.",
+            "Overlays: photo | engine | reference (its clusters coloured like the engine label they overlap "
+            "most, one to one).",
+            "",
+        ]
     mni = results["mni"]
     if mni:
         methods = ("engine", "kmeans", "gmm", "otsu")
         means = {m: float(np.mean([r[m]["dice"]["mean"] for r in mni])) for m in methods}
         mm = results.get("mni_mm", 1)
-        lines += [f"## MNI152 axial slices ({mm} mm): one-to-one Dice against CSF / GM / WM", "",
-                  "Same brain mask and 3 labels for every method (engine: `n_labels=3`, mask). "
-                  "Overlay: [overlay2d_mni152_axial.png](overlay2d_mni152_axial.png) (image | truth | engine | best "
-                  "classical method).", "",
-                  "| slice z | voxels | engine Dice | engine s | iterations (stop) | engine peak RSS MB | KMeans | GMM | Otsu |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## MNI152 axial slices ({mm} mm): one-to-one Dice against CSF / GM / WM",
+            "",
+            "Same brain mask and 3 labels for every method (engine: `n_labels=3`, mask). "
+            "Overlay: [overlay2d_mni152_axial.png](overlay2d_mni152_axial.png) (image | truth | engine | best "
+            "classical method).",
+            "",
+            "| slice z | voxels | engine Dice | engine s | iterations (stop) | engine peak RSS MB | KMeans | GMM | Otsu |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in mni:
             e = r["engine"]
-            lines.append(f"| {r['z']} | {r['voxels_in_mask']} | {e['dice']['mean']:.3f} | {e['seconds']:.1f} | "
-                         f"{e['iterations']} ({e['stop_reason']}) | {e['peak_rss_mb']:.0f} | "
-                         f"{r['kmeans']['dice']['mean']:.3f} | {r['gmm']['dice']['mean']:.3f} | "
-                         f"{r['otsu']['dice']['mean']:.3f} |")
-        lines.append(f"| **mean** | | **{means['engine']:.3f}** | "
-                     f"{np.mean([r['engine']['seconds'] for r in mni]):.1f} | | | {means['kmeans']:.3f} | "
-                     f"{means['gmm']:.3f} | {means['otsu']:.3f} |")
+            lines.append(
+                f"| {r['z']} | {r['voxels_in_mask']} | {e['dice']['mean']:.3f} | {e['seconds']:.1f} | "
+                f"{e['iterations']} ({e['stop_reason']}) | {e['peak_rss_mb']:.0f} | "
+                f"{r['kmeans']['dice']['mean']:.3f} | {r['gmm']['dice']['mean']:.3f} | "
+                f"{r['otsu']['dice']['mean']:.3f} |"
+            )
+        lines.append(
+            f"| **mean** | | **{means['engine']:.3f}** | "
+            f"{np.mean([r['engine']['seconds'] for r in mni]):.1f} | | | {means['kmeans']:.3f} | "
+            f"{means['gmm']:.3f} | {means['otsu']:.3f} |"
+        )
         lines.append("")
     voc = results["scribbles"]
     if voc:
-        lines += ["## PASCAL VOC photos with the reference's scribbles: first fit, then one more stroke", "",
-                  "Scribbles as `--reference-scribbles` reads them (255 = unlabelled, VOC class v -> label v + 1). "
-                  "The first fit sees all strokes but one (the largest piece of the class drawn in most pieces); "
-                  "the refinement is `Segmenter.fit` again on the same photo with that stroke added. *Strokes "
-                  "right*: share of scribbled pixels labelled with their class.", "",
-                  "| photo | classes | first fit s | labels | every class present | strokes right | new stroke right "
-                  "before -> after | refinement s | refinement / first | head only | overlay |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## PASCAL VOC photos with the reference's scribbles: first fit, then one more stroke",
+            "",
+            "Scribbles as `--reference-scribbles` reads them (255 = unlabelled, VOC class v -> label v + 1). "
+            "The first fit sees all strokes but one (the largest piece of the class drawn in most pieces); "
+            "the refinement is `Segmenter.fit` again on the same photo with that stroke added. *Strokes "
+            "right*: share of scribbled pixels labelled with their class.",
+            "",
+            "| photo | classes | first fit s | labels | every class present | strokes right | new stroke right "
+            "before -> after | refinement s | refinement / first | head only | overlay |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in voc:
             e = r["engine"]
             present = all(r["present_first"].values()) and all(r["present_refined"].values())
-            lines.append(f"| {r['name']} | {', '.join(map(str, r['classes']))} | {e['seconds']:.1f} | {e['n_labels']} | "
-                         f"{'yes' if present else 'NO'} | {r['strokes_right_first']:.3f} | "
-                         f"{r['new_stroke_right_before']:.2f} -> {r['new_stroke_right_after']:.2f} | "
-                         f"{e['refine']['seconds']:.1f} | {100 * r['refine_fraction']:.1f} % | "
-                         f"{'yes' if r['head_only'] else 'no'} | [png]({r['overlay']}) |")
+            lines.append(
+                f"| {r['name']} | {', '.join(map(str, r['classes']))} | {e['seconds']:.1f} | {e['n_labels']} | "
+                f"{'yes' if present else 'NO'} | {r['strokes_right_first']:.3f} | "
+                f"{r['new_stroke_right_before']:.2f} -> {r['new_stroke_right_after']:.2f} | "
+                f"{e['refine']['seconds']:.1f} | {100 * r['refine_fraction']:.1f} % | "
+                f"{'yes' if r['head_only'] else 'no'} | [png]({r['overlay']}) |"
+            )
         lines += ["", "Overlays: photo with the strokes | first fit | after the refinement.", ""]
     lines += acceptance(results)
     return "\n".join(lines) + "\n"
@@ -508,20 +649,25 @@ def acceptance(results: dict) -> list:
     if bsd:
         ok = all(r["ratio"] <= 0.1 for r in bsd)
         ratios = ", ".join(f"{r['name']} 1/{1 / r['ratio']:.0f}" for r in bsd)
-        lines.append(f"- BSD500 photos, engine time <= 1/10 of demo.py at its defaults: {'met' if ok else 'NOT met'} "
-                     f"({ratios}).")
+        lines.append(
+            f"- BSD500 photos, engine time <= 1/10 of demo.py at its defaults: {'met' if ok else 'NOT met'} ({ratios})."
+        )
     if results["mni"]:
         mni = results["mni"]
         means = {m: float(np.mean([r[m]["dice"]["mean"] for r in mni])) for m in ("engine", "kmeans", "gmm", "otsu")}
         best = max(("kmeans", "gmm", "otsu"), key=means.get)
-        lines.append(f"- MNI152 axial slices, mean Dice >= best classical: "
-                     f"{'met' if means['engine'] >= means[best] else 'NOT met'} "
-                     f"(engine {means['engine']:.3f}, {best} {means[best]:.3f}).")
+        lines.append(
+            f"- MNI152 axial slices, mean Dice >= best classical: "
+            f"{'met' if means['engine'] >= means[best] else 'NOT met'} "
+            f"(engine {means['engine']:.3f}, {best} {means[best]:.3f})."
+        )
     for r in results["scribbles"]:
         present = all(r["present_first"].values()) and all(r["present_refined"].values())
         ok = present and r["refine_fraction"] <= 0.15
-        lines.append(f"- VOC {r['name']}: every scribbled class present, refinement <= 15 % of the first fit: "
-                     f"{'met' if ok else 'NOT met'} ({100 * r['refine_fraction']:.1f} %).")
+        lines.append(
+            f"- VOC {r['name']}: every scribbled class present, refinement <= 15 % of the first fit: "
+            f"{'met' if ok else 'NOT met'} ({100 * r['refine_fraction']:.1f} %)."
+        )
     return lines
 
 
@@ -544,8 +690,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--refcode", type=Path, help="scratch copy of kanezaki/pytorch-unsupervised-segmentation-tip")
     parser.add_argument("--ref-iters", type=int, default=100, help="demo.py iterations run here (default 100)")
-    parser.add_argument("--ref-labels", type=Path, help="folder of <photo>/output.png (+ log.txt) of longer demo.py "
-                        "runs, compared with the engine (ARI, overlay) instead of this run's short one")
+    parser.add_argument(
+        "--ref-labels",
+        type=Path,
+        help="folder of <photo>/output.png (+ log.txt) of longer demo.py "
+        "runs, compared with the engine (ARI, overlay) instead of this run's short one",
+    )
     parser.add_argument("--sections", default="photos,mni,scribbles")
     parser.add_argument("--voc", type=lambda s: s.split(","), default=list(VOC_DEFAULT), help="VOC photo names")
     parser.add_argument("--mni-mm", type=int, default=1, choices=(1, 2), help="MNI152 resolution (default 1 mm)")
@@ -574,9 +724,17 @@ def main(argv=None) -> int:
     out = args.out or (Path(tempfile.mkdtemp(prefix="bench2d-")) if args.quick else HERE)
     out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(HERE.parent / "src"))
-    results = {"command": "python benchmarks/bench2d.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "date": datetime.date.today().isoformat(), "machine": machine(args.threads),
-               "ref_iters": args.ref_iters, "mni_mm": 2 if args.quick else args.mni_mm, "note": args.note, "photos": [], "mni": [], "scribbles": []}
+    results = {
+        "command": "python benchmarks/bench2d.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(args.threads),
+        "ref_iters": args.ref_iters,
+        "mni_mm": 2 if args.quick else args.mni_mm,
+        "note": args.note,
+        "photos": [],
+        "mni": [],
+        "scribbles": [],
+    }
     with tempfile.TemporaryDirectory(prefix="bench2d-work-") as tmp:
         work = Path(tmp)
         run = {"photos": bench_photos, "mni": bench_mni, "scribbles": bench_scribbles}

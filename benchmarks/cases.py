@@ -12,6 +12,7 @@ Case names follow ``{volume}[_noisy][_{strokes}]``:
   slices across the last axis: ``_scribbles`` = thin centre lines (style "centreline"), ``_painted``,
   ``_imbalanced``, ``_sparse`` (the styles of the same name).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ from unsupervised_seg.demo.simulated_scribbles import scribbles_from_truth  # no
 NOISE_FRACTION, BIAS_RANGE = devset.MR_NOISE, devset.MR_BIAS
 CLASS_NAMES = dict(devset.MR_NAMES)  # the brain cases' classes (every case carries its own: Case.class_names)
 STROKES = {"scribbles": "centreline", "painted": "painted", "imbalanced": "imbalanced", "sparse": "sparse"}
-_NAME = re.compile(r"^(?P<base>[a-z0-9]+(?:_nomask|_padded)?)(?P<noisy>_noisy)?(?:_(?P<strokes>"
-                   + "|".join(STROKES) + r"))?$")
+_NAME = re.compile(
+    r"^(?P<base>[a-z0-9]+(?:_nomask|_padded)?)(?P<noisy>_noisy)?(?:_(?P<strokes>" + "|".join(STROKES) + r"))?$"
+)
 
 
 @dataclass
@@ -64,22 +66,45 @@ class Case:
 
     def save(self, path) -> None:
         empty = np.zeros(0, np.int32)
-        np.savez_compressed(path, name=self.name, image=self.image, spacing=np.array(self.spacing),
-                            affine=self.affine, roi=self.roi, truth=self.truth,
-                            scribbles=self.scribbles if self.scribbles is not None else empty,
-                            mask=self.mask if self.mask is not None else empty, description=self.description,
-                            class_names=json.dumps({str(k): v for k, v in self.class_names.items()}),
-                            meta=json.dumps(self.meta, default=str))
+        np.savez_compressed(
+            path,
+            name=self.name,
+            image=self.image,
+            spacing=np.array(self.spacing),
+            affine=self.affine,
+            roi=self.roi,
+            truth=self.truth,
+            scribbles=self.scribbles if self.scribbles is not None else empty,
+            mask=self.mask if self.mask is not None else empty,
+            description=self.description,
+            class_names=json.dumps({str(k): v for k, v in self.class_names.items()}),
+            meta=json.dumps(self.meta, default=str),
+        )
 
     @classmethod
     def load(cls, path) -> Case:
         z = np.load(path)
         scribbles = z["scribbles"] if z["scribbles"].size else None
         mask = z["mask"].astype(bool) if "mask" in z and z["mask"].size else None
-        names = {int(k): v for k, v in json.loads(str(z["class_names"])).items()} if "class_names" in z else dict(CLASS_NAMES)
+        names = (
+            {int(k): v for k, v in json.loads(str(z["class_names"])).items()}
+            if "class_names" in z
+            else dict(CLASS_NAMES)
+        )
         meta = json.loads(str(z["meta"])) if "meta" in z else {}
-        return cls(str(z["name"]), z["image"], tuple(float(s) for s in z["spacing"]), z["affine"], z["roi"],
-                   z["truth"], scribbles, str(z["description"]), mask, names, meta)
+        return cls(
+            str(z["name"]),
+            z["image"],
+            tuple(float(s) for s in z["spacing"]),
+            z["affine"],
+            z["roi"],
+            z["truth"],
+            scribbles,
+            str(z["description"]),
+            mask,
+            names,
+            meta,
+        )
 
 
 class Name(NamedTuple):
@@ -97,14 +122,22 @@ def parse(name: str) -> Name:
     """'mni2mm_noisy_scribbles' -> Name('mni', 2, True, True, 'mni2mm', 'centreline'); ValueError on an unknown name."""
     match = _NAME.match(name)
     if not match or match.group("base") not in devset.VOLUMES:
-        raise ValueError(f"unknown case {name!r}: expected {{volume}}[_noisy][_{'|_'.join(STROKES)}] with a volume "
-                         f"of {', '.join(devset.VOLUMES)} (e.g. mni2mm, mni1mm_noisy, headct_painted, chestct_nomask)")
+        raise ValueError(
+            f"unknown case {name!r}: expected {{volume}}[_noisy][_{'|_'.join(STROKES)}] with a volume "
+            f"of {', '.join(devset.VOLUMES)} (e.g. mni2mm, mni1mm_noisy, headct_painted, chestct_nomask)"
+        )
     base = match.group("base")
     head = base.split("_")[0]
     mm = re.fullmatch(r"([a-z]+)(\d+)mm", head)
     strokes = match.group("strokes")
-    return Name(mm.group(1) if mm else head, int(mm.group(2)) if mm else None, bool(match.group("noisy")),
-                strokes is not None, base, STROKES.get(strokes))
+    return Name(
+        mm.group(1) if mm else head,
+        int(mm.group(2)) if mm else None,
+        bool(match.group("noisy")),
+        strokes is not None,
+        base,
+        STROKES.get(strokes),
+    )
 
 
 def make_case(name: str) -> Case:
@@ -117,6 +150,16 @@ def make_case(name: str) -> Case:
         scribbles = scribbles_from_truth(volume.truth, volume.roi, volume.spacing, style=parsed.style)
         counts = ", ".join(f"{volume.class_names[k]} {int((scribbles == k).sum())}" for k in sorted(volume.class_names))
         description += f"; {parsed.style} strokes on 3 slices across the last axis ({counts} voxels)"
-    return Case(name, np.ascontiguousarray(volume.image, dtype=np.float32), volume.spacing, volume.affine,
-                volume.roi, volume.truth.astype(np.uint8), scribbles, description,
-                None if volume.mask is None else volume.mask.astype(bool), dict(volume.class_names), dict(volume.meta))
+    return Case(
+        name,
+        np.ascontiguousarray(volume.image, dtype=np.float32),
+        volume.spacing,
+        volume.affine,
+        volume.roi,
+        volume.truth.astype(np.uint8),
+        scribbles,
+        description,
+        None if volume.mask is None else volume.mask.astype(bool),
+        dict(volume.class_names),
+        dict(volume.meta),
+    )

@@ -28,6 +28,7 @@ Where the files come from (nothing downloads while a benchmark runs):
   ``apt-get install`` puts them (/usr/share/...), then in the cache (``$UNSUPERVISED_SEG_DEVSET``, default
   ~/.cache/unsupervised-seg-devset) that ``--fetch`` fills with ``apt-get download`` + ``dpkg -x``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,17 +53,22 @@ CACHE = Path(os.environ.get("UNSUPERVISED_SEG_DEVSET", Path.home() / ".cache" / 
 
 # Debian package -> {file key: path inside the package}
 DEBIAN_FILES = {
-    "mricron-data": {"ch2bet": "usr/share/mricron/templates/ch2bet.nii.gz",
-                     "ch2": "usr/share/mricron/templates/ch2.nii.gz"},
+    "mricron-data": {
+        "ch2bet": "usr/share/mricron/templates/ch2bet.nii.gz",
+        "ch2": "usr/share/mricron/templates/ch2.nii.gz",
+    },
     "invesalius-examples": {"cranium": "usr/share/doc/invesalius-examples/examples/Cranium.inv3"},
     "insighttoolkit5-examples": {
-        "itkt1": "usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz"},
+        "itkt1": "usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz"
+    },
 }
-LICENCES = {"mricron-data": "BSD-3-clause (Debian copyright of mricron-data; Colin27 by the MNI, free use with attribution)",
-            "invesalius-examples": "GPL-2 (Debian copyright of invesalius-examples, CTI Renato Archer)",
-            "insighttoolkit5-examples": "Apache-2.0 (Insight Software Consortium)",
-            "slicerio": "MIT (slicerio, A. Lasso; the image is 3D Slicer's CTChest sample, downsampled)",
-            "nilearn": "MNI152 2009a: free use with attribution (see LICENSE-MNI152.txt of the bundled sample)"}
+LICENCES = {
+    "mricron-data": "BSD-3-clause (Debian copyright of mricron-data; Colin27 by the MNI, free use with attribution)",
+    "invesalius-examples": "GPL-2 (Debian copyright of invesalius-examples, CTI Renato Archer)",
+    "insighttoolkit5-examples": "Apache-2.0 (Insight Software Consortium)",
+    "slicerio": "MIT (slicerio, A. Lasso; the image is 3D Slicer's CTChest sample, downsampled)",
+    "nilearn": "MNI152 2009a: free use with attribution (see LICENSE-MNI152.txt of the bundled sample)",
+}
 FETCH_COMMAND = "python benchmarks/devset.py --fetch"
 
 MR_NAMES = {1: "CSF", 2: "GM", 3: "WM"}
@@ -101,16 +107,20 @@ class DevVolume:
     def description(self) -> str:
         m = self.meta
         masked = "mask given" if self.mask is not None else "NO mask given"
-        return (f"{m.get('source', '')} [{m.get('package', '')} {m.get('version', '')}]; truth: {m.get('truth', '')}; "
-                f"{masked}" + (f"; {m['variant']}" if m.get("variant") else ""))
+        return (
+            f"{m.get('source', '')} [{m.get('package', '')} {m.get('version', '')}]; truth: {m.get('truth', '')}; "
+            f"{masked}" + (f"; {m['variant']}" if m.get("variant") else "")
+        )
 
 
 # ---------------------------------------------------------------------------------------------- files
 
+
 def _debian_version(package: str) -> str:
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Status} ${Version}", package], capture_output=True,
-                             text=True, check=False).stdout
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status} ${Version}", package], capture_output=True, text=True, check=False
+        ).stdout
         if out.startswith("install ok installed"):
             return out.split()[-1]
     except FileNotFoundError:
@@ -125,8 +135,9 @@ def locate(package: str, key: str) -> Path:
     for path in (Path("/") / inside, CACHE / package / inside):
         if path.exists():
             return path
-    raise FileNotFoundError(f"{inside} of the Debian package {package} not found: run `{FETCH_COMMAND}` "
-                            f"(or `apt-get install {package}`)")
+    raise FileNotFoundError(
+        f"{inside} of the Debian package {package} not found: run `{FETCH_COMMAND}` (or `apt-get install {package}`)"
+    )
 
 
 def fetch(packages=tuple(DEBIAN_FILES)) -> None:
@@ -155,6 +166,7 @@ def _spacing(affine: np.ndarray) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
 
 def histogram_valleys(values: np.ndarray, n_classes: int = 3, bins: int = 64) -> np.ndarray:
     """n_classes - 1 thresholds at the deepest valleys between the n_classes most prominent modes
@@ -188,19 +200,25 @@ def bias_field(shape, rng: np.random.Generator, spread: float = MR_BIAS) -> np.n
     return (1 - spread / 2 + spread * f).astype(np.float32)
 
 
-def add_scan_artefacts(image: np.ndarray, truth: np.ndarray, seed: int = NOISE_SEED,
-                       noise: float = MR_NOISE, spread: float = MR_BIAS) -> np.ndarray:
+def add_scan_artefacts(
+    image: np.ndarray, truth: np.ndarray, seed: int = NOISE_SEED, noise: float = MR_NOISE, spread: float = MR_BIAS
+) -> np.ndarray:
     """MR: bias field times ``image``, then Rician noise (sigma = noise * mean of the truth's top class)."""
     rng = np.random.default_rng(seed)
     sigma = noise * float(image[truth == truth.max()].mean())
     biased = image * bias_field(image.shape, rng, spread)
     real = biased + rng.normal(0, sigma, image.shape).astype(np.float32)
     imag = rng.normal(0, sigma, image.shape).astype(np.float32)
-    return np.sqrt(real ** 2 + imag ** 2).astype(np.float32)
+    return np.sqrt(real**2 + imag**2).astype(np.float32)
 
 
-def add_ct_artefacts(image: np.ndarray, fov: np.ndarray, seed: int = NOISE_SEED,
-                     noise_hu: float = CT_NOISE_HU, offset_hu: float = CT_OFFSET_HU) -> np.ndarray:
+def add_ct_artefacts(
+    image: np.ndarray,
+    fov: np.ndarray,
+    seed: int = NOISE_SEED,
+    noise_hu: float = CT_NOISE_HU,
+    offset_hu: float = CT_OFFSET_HU,
+) -> np.ndarray:
     """CT: Gaussian noise (sigma noise_hu) plus a smooth offset field (range offset_hu), inside ``fov`` only."""
     rng = np.random.default_rng(seed)
     offset = (bias_field(image.shape, rng, 1.0) - 1.0) * offset_hu  # range offset_hu around 0
@@ -238,6 +256,7 @@ def ct_truth(hu: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- MR
 
+
 def _nilearn_version() -> str:
     from importlib import metadata
 
@@ -259,12 +278,24 @@ def mni(resolution: int = 2) -> DevVolume:
         affine = affine.copy()
         affine[:3, :3] *= 2
         source += " (every 2nd voxel of 2 mm)"
-    return DevVolume(f"mni{resolution}mm", image.astype(np.float32), _spacing(affine), affine,
-                     np.where(roi, truth, 0).astype(np.uint8), roi.astype(bool), dict(MR_NAMES),
-                     {"kind": "MR template", "source": source, "package": "nilearn (PyPI)",
-                      "version": _nilearn_version(), "licence": LICENCES["nilearn"],
-                      "truth": "argmax of (1 - GM - WM, GM, WM) probability maps inside the template's brain mask",
-                      "obtain": "pip install nilearn (a dev dependency)"})
+    return DevVolume(
+        f"mni{resolution}mm",
+        image.astype(np.float32),
+        _spacing(affine),
+        affine,
+        np.where(roi, truth, 0).astype(np.uint8),
+        roi.astype(bool),
+        dict(MR_NAMES),
+        {
+            "kind": "MR template",
+            "source": source,
+            "package": "nilearn (PyPI)",
+            "version": _nilearn_version(),
+            "licence": LICENCES["nilearn"],
+            "truth": "argmax of (1 - GM - WM, GM, WM) probability maps inside the template's brain mask",
+            "obtain": "pip install nilearn (a dev dependency)",
+        },
+    )
 
 
 def mni2mm_nomask() -> DevVolume:
@@ -282,13 +313,26 @@ def mni2mm_nomask() -> DevVolume:
     brain = np.asarray(nib.load(sample.SAMPLE_MASK).dataobj) > 0
     from importlib import metadata
 
-    return DevVolume("mni2mm_nomask", image, _spacing(img.affine), img.affine.copy(),
-                     np.where(brain, tissues, 0).astype(np.uint8), None, dict(MR_NAMES),
-                     {"kind": "MR template", "source": "the bundled sample (MNI152 2009a T1, 2 mm, brain-extracted: 0 outside the brain) "
-                      f"at {Path(sample.SAMPLE_T1).name}", "package": "unsupervised-seg",
-                      "version": metadata.version("unsupervised-seg"), "licence": LICENCES["nilearn"],
-                      "truth": "the bundled tissue labels (argmax of the CSF/GM/WM maps) inside the bundled brain mask",
-                      "obtain": "shipped with the package", "variant": "no mask: the zero background is given too"})
+    return DevVolume(
+        "mni2mm_nomask",
+        image,
+        _spacing(img.affine),
+        img.affine.copy(),
+        np.where(brain, tissues, 0).astype(np.uint8),
+        None,
+        dict(MR_NAMES),
+        {
+            "kind": "MR template",
+            "source": "the bundled sample (MNI152 2009a T1, 2 mm, brain-extracted: 0 outside the brain) "
+            f"at {Path(sample.SAMPLE_T1).name}",
+            "package": "unsupervised-seg",
+            "version": metadata.version("unsupervised-seg"),
+            "licence": LICENCES["nilearn"],
+            "truth": "the bundled tissue labels (argmax of the CSF/GM/WM maps) inside the bundled brain mask",
+            "obtain": "shipped with the package",
+            "variant": "no mask: the zero background is given too",
+        },
+    )
 
 
 def _colin_truth(image: np.ndarray, roi: np.ndarray):
@@ -326,16 +370,28 @@ def colin(resolution: int = 1, mask: bool = True) -> DevVolume:
         truth = np.where(roi, votes.argmax(-1) + 1, 0).astype(np.uint8)
         affine[:3, :3] *= r
     name = f"colin{resolution}mm" + ("" if mask else "_nomask")
-    return DevVolume(name, image.astype(np.float32), _spacing(affine), affine, truth, roi if mask else None,
-                     dict(MR_NAMES),
-                     {"kind": "MR single subject", "package": "mricron-data (Debian)",
-                      "source": f"Colin27 {'ch2bet (brain-extracted)' if mask else 'ch2 (whole head)'} T1, "
-                                f"{resolution} mm" + (" (2x2x2 block mean)" if resolution != 1 else ""),
-                      "version": _debian_version("mricron-data"), "licence": LICENCES["mricron-data"],
-                      "truth": "THRESHOLD-DERIVED: ch2bet 1 mm, 3x3x3 median, split at its in-brain histogram valleys "
-                               f"{np.round(thresholds, 3).tolist()} (x max)"
-                               + (f", majority per {resolution} mm block" if resolution != 1 else ""),
-                      "obtain": FETCH_COMMAND, **({} if mask else {"variant": "no mask: the whole head is given"})})
+    return DevVolume(
+        name,
+        image.astype(np.float32),
+        _spacing(affine),
+        affine,
+        truth,
+        roi if mask else None,
+        dict(MR_NAMES),
+        {
+            "kind": "MR single subject",
+            "package": "mricron-data (Debian)",
+            "source": f"Colin27 {'ch2bet (brain-extracted)' if mask else 'ch2 (whole head)'} T1, "
+            f"{resolution} mm" + (" (2x2x2 block mean)" if resolution != 1 else ""),
+            "version": _debian_version("mricron-data"),
+            "licence": LICENCES["mricron-data"],
+            "truth": "THRESHOLD-DERIVED: ch2bet 1 mm, 3x3x3 median, split at its in-brain histogram valleys "
+            f"{np.round(thresholds, 3).tolist()} (x max)"
+            + (f", majority per {resolution} mm block" if resolution != 1 else ""),
+            "obtain": FETCH_COMMAND,
+            **({} if mask else {"variant": "no mask: the whole head is given"}),
+        },
+    )
 
 
 ITKT1_TRUTH = DATA / "itkt1_truth.nii.gz"
@@ -351,17 +407,28 @@ def itkt1(mask: bool = True) -> DevVolume:
     truth = np.asarray(nib.load(ITKT1_TRUTH).dataobj).astype(np.uint8)
     if truth.shape != image.shape:
         raise ValueError(f"{ITKT1_TRUTH} {truth.shape} does not match the image {image.shape}")
-    return DevVolume("itkt1" + ("" if mask else "_nomask"), image, _spacing(img.affine), img.affine.copy(), truth,
-                     (truth > 0) if mask else None, dict(MR_NAMES),
-                     {"kind": "MR single subject (anisotropic)", "package": "insighttoolkit5-examples (Debian)",
-                      "source": "ITK Examples/Data/KmeansTest_T1UCharRaw.nii.gz: T1, 2 x 2 x 3 mm, whole head, "
-                                "partly zeroed below the skull base",
-                      "version": _debian_version("insighttoolkit5-examples"),
-                      "licence": LICENCES["insighttoolkit5-examples"],
-                      "truth": "ATROPOS WITH PRIORS (not anatomical): MNI152 2 mm (nilearn) registered to it by ANTs "
-                               "(affine, then SyN), its brain mask warped (> 0.5) and its CSF/GM/WM maps as priors "
-                               "(weight 0.25, MRF 0.1); made once by `devset.py --make-itkt1-truth`",
-                      "obtain": FETCH_COMMAND, **({} if mask else {"variant": "no mask: the whole head is given"})})
+    return DevVolume(
+        "itkt1" + ("" if mask else "_nomask"),
+        image,
+        _spacing(img.affine),
+        img.affine.copy(),
+        truth,
+        (truth > 0) if mask else None,
+        dict(MR_NAMES),
+        {
+            "kind": "MR single subject (anisotropic)",
+            "package": "insighttoolkit5-examples (Debian)",
+            "source": "ITK Examples/Data/KmeansTest_T1UCharRaw.nii.gz: T1, 2 x 2 x 3 mm, whole head, "
+            "partly zeroed below the skull base",
+            "version": _debian_version("insighttoolkit5-examples"),
+            "licence": LICENCES["insighttoolkit5-examples"],
+            "truth": "ATROPOS WITH PRIORS (not anatomical): MNI152 2 mm (nilearn) registered to it by ANTs "
+            "(affine, then SyN), its brain mask warped (> 0.5) and its CSF/GM/WM maps as priors "
+            "(weight 0.25, MRF 0.1); made once by `devset.py --make-itkt1-truth`",
+            "obtain": FETCH_COMMAND,
+            **({} if mask else {"variant": "no mask: the whole head is given"}),
+        },
+    )
 
 
 def make_itkt1_truth(path: Path = ITKT1_TRUTH) -> Path:
@@ -374,28 +441,51 @@ def make_itkt1_truth(path: Path = ITKT1_TRUTH) -> Path:
     source = locate("insighttoolkit5-examples", "itkt1")
     fixed = ants.image_read(str(source)).astype("float32")
     with tempfile.TemporaryDirectory() as tmp:
-        maps = {"t1": datasets.load_mni152_template(resolution=2),
-                "mask": datasets.load_mni152_brain_mask(resolution=2),
-                "gm": datasets.load_mni152_gm_template(resolution=2),
-                "wm": datasets.load_mni152_wm_template(resolution=2)}
+        maps = {
+            "t1": datasets.load_mni152_template(resolution=2),
+            "mask": datasets.load_mni152_brain_mask(resolution=2),
+            "gm": datasets.load_mni152_gm_template(resolution=2),
+            "wm": datasets.load_mni152_wm_template(resolution=2),
+        }
         for key, img in maps.items():
             nib.save(img, f"{tmp}/{key}.nii.gz")
         moving = ants.image_read(f"{tmp}/t1.nii.gz").astype("float32")
         head = ants.get_mask(fixed, low_thresh=1, cleanup=0)
-        affine = ants.registration(fixed=fixed, moving=moving, type_of_transform="Affine", aff_metric="mattes",
-                                   aff_random_sampling_rate=0.5, random_seed=1, mask=head,
-                                   aff_iterations=(2100, 1200, 1200, 100), aff_shrink_factors=(6, 4, 2, 1),
-                                   aff_smoothing_sigmas=(3, 2, 1, 0))
-        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform="SyNOnly", mask=head, random_seed=1,
-                                initial_transform=affine["fwdtransforms"][0])
-        warped = {k: ants.apply_transforms(fixed=fixed, moving=ants.image_read(f"{tmp}/{k}.nii.gz").astype("float32"),
-                                           transformlist=reg["fwdtransforms"], interpolator="linear").numpy()
-                  for k in ("mask", "gm", "wm")}
+        affine = ants.registration(
+            fixed=fixed,
+            moving=moving,
+            type_of_transform="Affine",
+            aff_metric="mattes",
+            aff_random_sampling_rate=0.5,
+            random_seed=1,
+            mask=head,
+            aff_iterations=(2100, 1200, 1200, 100),
+            aff_shrink_factors=(6, 4, 2, 1),
+            aff_smoothing_sigmas=(3, 2, 1, 0),
+        )
+        reg = ants.registration(
+            fixed=fixed,
+            moving=moving,
+            type_of_transform="SyNOnly",
+            mask=head,
+            random_seed=1,
+            initial_transform=affine["fwdtransforms"][0],
+        )
+        warped = {
+            k: ants.apply_transforms(
+                fixed=fixed,
+                moving=ants.image_read(f"{tmp}/{k}.nii.gz").astype("float32"),
+                transformlist=reg["fwdtransforms"],
+                interpolator="linear",
+            ).numpy()
+            for k in ("mask", "gm", "wm")
+        }
     brain = warped["mask"] > 0.5
     gm, wm = np.clip(warped["gm"], 0, 1), np.clip(warped["wm"], 0, 1)
     priors = [fixed.new_image_like(p.astype("float32")) for p in (np.clip(1 - gm - wm, 0, 1), gm, wm)]
-    out = ants.atropos(a=fixed, x=fixed.new_image_like(brain.astype("float32")), i=priors, m="[0.1,1x1x1]",
-                       c="[5,0]", priorweight=0.25)
+    out = ants.atropos(
+        a=fixed, x=fixed.new_image_like(brain.astype("float32")), i=priors, m="[0.1,1x1x1]", c="[5,0]", priorweight=0.25
+    )
     truth = np.where(brain, out["segmentation"].numpy(), 0).astype(np.uint8)
     src = nib.load(source)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -404,6 +494,7 @@ def make_itkt1_truth(path: Path = ITKT1_TRUTH) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- CT
+
 
 def read_inv3(path) -> tuple:
     """An InVesalius project (.inv3: a tar.gz with main.plist and matrix.dat) -> (hu (X, Y, Z) int16, spacing, meta)."""
@@ -419,14 +510,25 @@ def read_inv3(path) -> tuple:
 def _ct_volume(name, hu, fov, spacing, mask, meta, variant=None) -> DevVolume:
     body = body_mask(hu, fov)
     truth = ct_truth(hu, body)
-    meta = {**meta, "truth": "THRESHOLD-DERIVED in HU inside the body (in the field of view): air < -500, "
-                             "soft tissue -500..300, bone >= 300; body = HU > -500 opened by 1 voxel in-plane, "
-                             "largest component, grown back 2 voxels, holes filled per slice (so lungs and sinuses "
-                             "are inside it)"}
+    meta = {
+        **meta,
+        "truth": "THRESHOLD-DERIVED in HU inside the body (in the field of view): air < -500, "
+        "soft tissue -500..300, bone >= 300; body = HU > -500 opened by 1 voxel in-plane, "
+        "largest component, grown back 2 voxels, holes filled per slice (so lungs and sinuses "
+        "are inside it)",
+    }
     if variant:
         meta["variant"] = variant
-    return DevVolume(name, hu.astype(np.float32), tuple(spacing), _affine(spacing), truth,
-                     body if mask else None, dict(CT_NAMES), meta)
+    return DevVolume(
+        name,
+        hu.astype(np.float32),
+        tuple(spacing),
+        _affine(spacing),
+        truth,
+        body if mask else None,
+        dict(CT_NAMES),
+        meta,
+    )
 
 
 def headct(mask: bool = True, padded: bool = False) -> DevVolume:
@@ -438,10 +540,15 @@ def headct(mask: bool = True, padded: bool = False) -> DevVolume:
     hu = blocks(raw.astype(np.float32), (2, 2, 1)).mean(-1)
     spacing = (spacing[0] * 2, spacing[1] * 2, spacing[2])
     fov = np.ones(hu.shape, bool)
-    meta = {"kind": "CT head (HU)", "package": "invesalius-examples (Debian)",
-            "source": f"InVesalius example 'Cranium.inv3' ({main.get('name', '')}), 256 x 256 x 108 at "
-                      "0.957 x 0.957 x 1.5 mm, 2x2 in-plane block mean", "version": _debian_version("invesalius-examples"),
-            "licence": LICENCES["invesalius-examples"], "obtain": FETCH_COMMAND}
+    meta = {
+        "kind": "CT head (HU)",
+        "package": "invesalius-examples (Debian)",
+        "source": f"InVesalius example 'Cranium.inv3' ({main.get('name', '')}), 256 x 256 x 108 at "
+        "0.957 x 0.957 x 1.5 mm, 2x2 in-plane block mean",
+        "version": _debian_version("invesalius-examples"),
+        "licence": LICENCES["invesalius-examples"],
+        "obtain": FETCH_COMMAND,
+    }
     if padded:
         x, y = np.meshgrid(np.arange(hu.shape[0]), np.arange(hu.shape[1]), indexing="ij")
         c = (np.array(hu.shape[:2]) - 1) / 2
@@ -449,13 +556,27 @@ def headct(mask: bool = True, padded: bool = False) -> DevVolume:
         fov = np.repeat(inside[:, :, None], hu.shape[2], axis=2)
         fov[:, :, -PADDED_TOP_SLICES:] = False
         hu = np.where(fov, np.round(hu), PADDED_VALUE).astype(np.int16).astype(np.float32)
-        vol = _ct_volume("headct_padded", hu, fov, spacing, False, meta,
-                         f"int16, {PADDED_VALUE} (PixelPaddingValue) outside a circular field of view and on the "
-                         f"top {PADDED_TOP_SLICES} slices; no mask given")
+        vol = _ct_volume(
+            "headct_padded",
+            hu,
+            fov,
+            spacing,
+            False,
+            meta,
+            f"int16, {PADDED_VALUE} (PixelPaddingValue) outside a circular field of view and on the "
+            f"top {PADDED_TOP_SLICES} slices; no mask given",
+        )
         vol.meta["padding_value"] = PADDED_VALUE
         return vol
-    return _ct_volume("headct" + ("" if mask else "_nomask"), hu, fov, spacing, mask, meta,
-                      None if mask else "no mask: the whole grid (air, head-rest) is given")
+    return _ct_volume(
+        "headct" + ("" if mask else "_nomask"),
+        hu,
+        fov,
+        spacing,
+        mask,
+        meta,
+        None if mask else "no mask: the whole grid (air, head-rest) is given",
+    )
 
 
 def chestct(mask: bool = True) -> DevVolume:
@@ -469,12 +590,25 @@ def chestct(mask: bool = True) -> DevVolume:
     hu = sitk.GetArrayFromImage(img).transpose(2, 1, 0).astype(np.float32)  # (X, Y, Z)
     padding = float(hu.min())
     fov = hu > padding
-    meta = {"kind": "CT chest (HU), thick slices", "package": "slicerio (PyPI)", "version": metadata.version("slicerio"),
-            "source": "slicerio/data/CTChest4.nrrd (3D Slicer's CTChest, downsampled), 3.05 x 3.05 x 10 mm, "
-                      f"{padding:.0f} HU outside the circular field of view", "licence": LICENCES["slicerio"],
-            "obtain": "pip install slicerio (a dependency)", "padding_value": padding}
-    return _ct_volume("chestct" + ("" if mask else "_nomask"), hu, fov, img.GetSpacing(), mask, meta,
-                      None if mask else f"no mask: padding ({padding:.0f}), air and table are given")
+    meta = {
+        "kind": "CT chest (HU), thick slices",
+        "package": "slicerio (PyPI)",
+        "version": metadata.version("slicerio"),
+        "source": "slicerio/data/CTChest4.nrrd (3D Slicer's CTChest, downsampled), 3.05 x 3.05 x 10 mm, "
+        f"{padding:.0f} HU outside the circular field of view",
+        "licence": LICENCES["slicerio"],
+        "obtain": "pip install slicerio (a dependency)",
+        "padding_value": padding,
+    }
+    return _ct_volume(
+        "chestct" + ("" if mask else "_nomask"),
+        hu,
+        fov,
+        img.GetSpacing(),
+        mask,
+        meta,
+        None if mask else f"no mask: padding ({padding:.0f}), air and table are given",
+    )
 
 
 def field_of_view(volume: DevVolume) -> np.ndarray:
@@ -497,16 +631,35 @@ def noisy(volume: DevVolume, seed: int = NOISE_SEED) -> DevVolume:
 
 
 VOLUMES: Dict[str, Callable[[], DevVolume]] = {
-    "mni1mm": lambda: mni(1), "mni2mm": lambda: mni(2), "mni4mm": lambda: mni(4),
+    "mni1mm": lambda: mni(1),
+    "mni2mm": lambda: mni(2),
+    "mni4mm": lambda: mni(4),
     "mni2mm_nomask": mni2mm_nomask,
-    "colin1mm": lambda: colin(1), "colin2mm": lambda: colin(2), "colin2mm_nomask": lambda: colin(2, mask=False),
-    "itkt1": lambda: itkt1(True), "itkt1_nomask": lambda: itkt1(False),
-    "headct": lambda: headct(True), "headct_nomask": lambda: headct(False), "headct_padded": lambda: headct(padded=True),
-    "chestct": lambda: chestct(True), "chestct_nomask": lambda: chestct(False),
+    "colin1mm": lambda: colin(1),
+    "colin2mm": lambda: colin(2),
+    "colin2mm_nomask": lambda: colin(2, mask=False),
+    "itkt1": lambda: itkt1(True),
+    "itkt1_nomask": lambda: itkt1(False),
+    "headct": lambda: headct(True),
+    "headct_nomask": lambda: headct(False),
+    "headct_padded": lambda: headct(padded=True),
+    "chestct": lambda: chestct(True),
+    "chestct_nomask": lambda: chestct(False),
 }
 # the development set proper: one of each real volume and of each mask situation (mni1mm/colin1mm are larger copies)
-DEVSET = ("mni2mm", "mni2mm_nomask", "colin2mm", "colin2mm_nomask", "itkt1", "itkt1_nomask",
-          "headct", "headct_nomask", "headct_padded", "chestct", "chestct_nomask")
+DEVSET = (
+    "mni2mm",
+    "mni2mm_nomask",
+    "colin2mm",
+    "colin2mm_nomask",
+    "itkt1",
+    "itkt1_nomask",
+    "headct",
+    "headct_nomask",
+    "headct_padded",
+    "chestct",
+    "chestct_nomask",
+)
 
 
 def load(name: str) -> DevVolume:
@@ -520,11 +673,18 @@ def load(name: str) -> DevVolume:
 
 # ---------------------------------------------------------------------------------------------- command line
 
+
 def describe(volume: DevVolume) -> dict:
     sizes = {volume.class_names[k]: int((volume.truth == k).sum()) for k in sorted(volume.class_names)}
-    return {"name": volume.name, "shape": list(volume.image.shape),
-            "spacing": [round(s, 3) for s in volume.spacing], "mask": volume.mask is not None,
-            "range": [float(volume.image.min()), float(volume.image.max())], "class_voxels": sizes, **volume.meta}
+    return {
+        "name": volume.name,
+        "shape": list(volume.image.shape),
+        "spacing": [round(s, 3) for s in volume.spacing],
+        "mask": volume.mask is not None,
+        "range": [float(volume.image.min()), float(volume.image.max())],
+        "class_voxels": sizes,
+        **volume.meta,
+    }
 
 
 def overview(names, path) -> None:
@@ -543,8 +703,15 @@ def overview(names, path) -> None:
         aspect = v.spacing[1] / v.spacing[0]
         axes[0, col].imshow(sl, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect)
         axes[0, col].set_title(name, fontsize=8)
-        axes[1, col].imshow(np.ma.masked_equal(v.truth[:, :, z].T, 0), cmap="viridis", vmin=1, vmax=3,
-                            origin="lower", aspect=aspect, interpolation="nearest")
+        axes[1, col].imshow(
+            np.ma.masked_equal(v.truth[:, :, z].T, 0),
+            cmap="viridis",
+            vmin=1,
+            vmax=3,
+            origin="lower",
+            aspect=aspect,
+            interpolation="nearest",
+        )
         axes[1, col].set_title(", ".join(v.class_names.values()), fontsize=7)
         for ax in axes[:, col]:
             ax.set_xticks([])
@@ -555,7 +722,9 @@ def overview(names, path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fetch", action="store_true", help=f"apt-get download + dpkg -x the Debian packages into {CACHE}")
+    parser.add_argument(
+        "--fetch", action="store_true", help=f"apt-get download + dpkg -x the Debian packages into {CACHE}"
+    )
     parser.add_argument("--list", action="store_true", help="describe every volume of the set (JSON lines)")
     parser.add_argument("--names", default=",".join(DEVSET), help="volumes for --list / --overview")
     parser.add_argument("--overview", type=Path, metavar="PNG", help="one slice and its truth per volume")

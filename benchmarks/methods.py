@@ -10,6 +10,7 @@ segmentation itself, after data loading and imports); the engine adds its histor
 refinement measurement. Imports are inside the functions so that each child process loads only
 the library it measures.
 """
+
 from __future__ import annotations
 
 import time
@@ -71,8 +72,12 @@ def otsu(case, threads: int) -> dict:
     otsu_filter.Execute(sitk.GetImageFromArray(values.reshape(1, 1, -1)))
     thresholds = np.array(otsu_filter.GetThresholds())
     labels = _put(np.digitize(values, thresholds) + 1, given)
-    return {"labels": labels, "iterations": None, "seconds": time.perf_counter() - start,
-            "thresholds": thresholds.tolist()}
+    return {
+        "labels": labels,
+        "iterations": None,
+        "seconds": time.perf_counter() - start,
+        "thresholds": thresholds.tolist(),
+    }
 
 
 def atropos(case, threads: int) -> dict:
@@ -119,8 +124,11 @@ def random_walker(case, threads: int) -> dict:
     lo, hi = np.percentile(case.image[given], [0.5, 99.5])
     data = np.clip((case.image - lo) / (hi - lo), 0, 1)
     labels = walk(data, markers, beta=130, mode="cg_j", tol=1e-3, spacing=case.spacing)
-    return {"labels": np.where(given, labels, 0).astype(np.int32), "iterations": None,
-            "seconds": time.perf_counter() - start}
+    return {
+        "labels": np.where(given, labels, 0).astype(np.int32),
+        "iterations": None,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def engine(case, threads: int, config: dict, refine: bool = True) -> dict:
@@ -144,11 +152,17 @@ def engine(case, threads: int, config: dict, refine: bool = True) -> dict:
     segmenter = Segmenter(cfg)
     result = segmenter.fit(volume, case.scribbles, case.mask)
     seconds = time.perf_counter() - start
-    out = {"labels": result.labels, "iterations": result.iterations, "seconds": seconds,
-           "stop_reason": result.stop_reason, "device": result.device, "config": cfg.to_dict(),
-           "history": [{k: v for k, v in h.items() if k in ("iteration", "n_labels", "loss")} for h in result.history]}
+    out = {
+        "labels": result.labels,
+        "iterations": result.iterations,
+        "seconds": seconds,
+        "stop_reason": result.stop_reason,
+        "device": result.device,
+        "config": cfg.to_dict(),
+        "history": [{k: v for k, v in h.items() if k in ("iteration", "n_labels", "loss")} for h in result.history],
+    }
     if cuda:
-        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu"] = torch.cuda.get_device_name()
     if refine and case.scribbles is not None:
         from unsupervised_seg.demo.simulated_scribbles import corrective_stroke
@@ -160,14 +174,26 @@ def engine(case, threads: int, config: dict, refine: bool = True) -> dict:
         start = time.perf_counter()
         again = segmenter.fit(volume, more, case.mask)
         refine_seconds = time.perf_counter() - start
-        out["refinement"] = {"class": int(worst), "added_voxels": int(added.sum()),
-                             "seconds": refine_seconds, "iterations": again.iterations,
-                             "stop_reason": again.stop_reason, "time_ratio": refine_seconds / seconds,
-                             "stroke_correct_before": float(np.mean(result.labels[added] == worst)),
-                             "stroke_correct_after": float(np.mean(again.labels[added] == worst)),
-                             "dice": hungarian_dice(again.labels, case.truth, case.roi)["mean"]}
+        out["refinement"] = {
+            "class": int(worst),
+            "added_voxels": int(added.sum()),
+            "seconds": refine_seconds,
+            "iterations": again.iterations,
+            "stop_reason": again.stop_reason,
+            "time_ratio": refine_seconds / seconds,
+            "stroke_correct_before": float(np.mean(result.labels[added] == worst)),
+            "stroke_correct_after": float(np.mean(again.labels[added] == worst)),
+            "dice": hungarian_dice(again.labels, case.truth, case.roi)["mean"],
+        }
     return out
 
 
-METHODS = {"engine": engine, "kmeans": kmeans, "gmm": gmm, "otsu": otsu, "atropos": atropos,
-           "growcut": growcut, "random_walker": random_walker}
+METHODS = {
+    "engine": engine,
+    "kmeans": kmeans,
+    "gmm": gmm,
+    "otsu": otsu,
+    "atropos": atropos,
+    "growcut": growcut,
+    "random_walker": random_walker,
+}

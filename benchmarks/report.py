@@ -1,4 +1,5 @@
 """RESULTS.md and the PNG plots of a benchmark run (matplotlib, Agg backend, no display needed)."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,15 @@ from pathlib import Path
 import numpy as np
 
 ENGINE = "engine"
-METHOD_COLOURS = {"engine": "#d62728", "kmeans": "#1f77b4", "gmm": "#ff7f0e", "otsu": "#2ca02c",
-                  "atropos": "#9467bd", "growcut": "#8c564b", "random_walker": "#e377c2"}
+METHOD_COLOURS = {
+    "engine": "#d62728",
+    "kmeans": "#1f77b4",
+    "gmm": "#ff7f0e",
+    "otsu": "#2ca02c",
+    "atropos": "#9467bd",
+    "growcut": "#8c564b",
+    "random_walker": "#e377c2",
+}
 LABEL_COLOURS = ["black", "blue", "orange", "green", "red", "purple", "brown"]
 # RESULTS.md: what other scripts (reference_mode.py) append goes below this line, and write_results keeps it.
 KEPT_MARKER = "<!-- measurements appended by other scripts: benchmarks/run.py keeps everything below this line -->"
@@ -56,16 +64,20 @@ def plot_overlay(case, labels: dict, entry: dict, path: Path) -> None:
     for method in (ENGINE, best):
         if method in labels:
             result = entry["methods"][method]
-            rows.append((f"{method} (Dice {result['dice_mean']:.3f})",
-                         _as_classes(labels[method], result["matching"], names)))
+            rows.append(
+                (f"{method} (Dice {result['dice_mean']:.3f})", _as_classes(labels[method], result["matching"], names))
+            )
     centre = [int(np.mean(ix)) for ix in np.nonzero(case.roi)]
     xs = np.flatnonzero(case.roi.any(axis=(1, 2)))
     centre[0] = int(xs[0] + 0.3 * (xs[-1] - xs[0]))  # sagittal through one hemisphere, not the midline fissure
     if case.scribbles is not None:  # the axial plane through the scribbled slice nearest the centre
         scribbled = np.flatnonzero((case.scribbles > 0).any(axis=(0, 1)))
         centre[2] = int(scribbled[np.argmin(np.abs(scribbled - centre[2]))])
-    planes = [("axial", lambda a: a[:, :, centre[2]]), ("coronal", lambda a: a[:, centre[1], :]),
-              ("sagittal", lambda a: a[centre[0], :, :])]
+    planes = [
+        ("axial", lambda a: a[:, :, centre[2]]),
+        ("coronal", lambda a: a[:, centre[1], :]),
+        ("sagittal", lambda a: a[centre[0], :, :]),
+    ]
     cmap = ListedColormap(LABEL_COLOURS[: case.n_classes + 1])
     fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for r, (title, lab) in enumerate(rows):
@@ -74,8 +86,9 @@ def plot_overlay(case, labels: dict, entry: dict, path: Path) -> None:
             ax.imshow(take(case.image).T, cmap="gray", origin="lower")
             if lab is not None:
                 shown = np.ma.masked_equal(take(lab).T, 0)
-                ax.imshow(shown, cmap=cmap, vmin=0, vmax=case.n_classes, alpha=0.55, origin="lower",
-                          interpolation="nearest")
+                ax.imshow(
+                    shown, cmap=cmap, vmin=0, vmax=case.n_classes, alpha=0.55, origin="lower", interpolation="nearest"
+                )
             if case.scribbles is not None and r == 1:
                 ax.contour(take(case.scribbles).T > 0, levels=[0.5], colors="white", linewidths=0.6)
             ax.set_xticks([])
@@ -106,20 +119,33 @@ def plot_dice_vs_seconds(run: dict, path: Path) -> None:
             if result.get("status") != "ok":
                 continue
             marker = "*" if method == ENGINE else "o"
-            ax.scatter(max(result["seconds"], 1e-3), result["dice_mean"], marker=marker,
-                       s=140 if method == ENGINE else 45, color=METHOD_COLOURS.get(method, "grey"))
-            ax.annotate(method, (max(result["seconds"], 1e-3), result["dice_mean"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+            ax.scatter(
+                max(result["seconds"], 1e-3),
+                result["dice_mean"],
+                marker=marker,
+                s=140 if method == ENGINE else 45,
+                color=METHOD_COLOURS.get(method, "grey"),
+            )
+            ax.annotate(
+                method,
+                (max(result["seconds"], 1e-3), result["dice_mean"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("seconds (log)")
         ax.set_ylabel("mean Dice (one-to-one)")
         ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(cases):]:
+    for ax in axes.ravel()[len(cases) :]:
         ax.axis("off")
-    fig.suptitle(f"Dice vs seconds — {run['machine']['nproc']} cores, device {run['device']}"
-                 + (" (QUICK run)" if run["quick"] else ""), fontsize=10)
+    fig.suptitle(
+        f"Dice vs seconds — {run['machine']['nproc']} cores, device {run['device']}"
+        + (" (QUICK run)" if run["quick"] else ""),
+        fontsize=10,
+    )
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -172,10 +198,12 @@ def _case_table(entry: dict, gpu: bool) -> list:
             notes.append(f"stop: {r['stop_reason']}")
         if "refinement" in r:
             ref = r["refinement"]
-            notes.append(f"refine (corrective stroke, {ref['added_voxels']} vox of class {ref['class']}, "
-                         f"{ref['stroke_correct_before']:.0%} -> {ref['stroke_correct_after']:.0%} of it right): "
-                         f"{ref['seconds']:.2f} s = {ref['time_ratio']:.0%} of first fit, {ref['iterations']} it, "
-                         f"Dice {ref['dice']:.3f}")
+            notes.append(
+                f"refine (corrective stroke, {ref['added_voxels']} vox of class {ref['class']}, "
+                f"{ref['stroke_correct_before']:.0%} -> {ref['stroke_correct_after']:.0%} of it right): "
+                f"{ref['seconds']:.2f} s = {ref['time_ratio']:.0%} of first fit, {ref['iterations']} it, "
+                f"Dice {ref['dice']:.3f}"
+            )
         row = [f"**{method}**" if method == ENGINE else method, _fmt(r["dice_mean"])]
         row += [_fmt(r["dice_per_class"].get(c)) for c in classes]
         row += [_fmt(r["seconds"], ".2f"), _fmt(r.get("iterations"), "d"), _fmt(r["peak_rss_mb"], ".0f")]
@@ -193,7 +221,9 @@ def _acceptance(run: dict) -> list:
         entry = run["cases"].get(name)
         if not entry or entry["methods"].get(ENGINE, {}).get("status") != "ok":
             return None
-        scored = {m: entry["methods"][m]["dice_mean"] for m in baselines if entry["methods"].get(m, {}).get("status") == "ok"}
+        scored = {
+            m: entry["methods"][m]["dice_mean"] for m in baselines if entry["methods"].get(m, {}).get("status") == "ok"
+        }
         if not scored:
             return None
         best = max(scored, key=scored.get)
@@ -207,9 +237,11 @@ def _acceptance(run: dict) -> list:
             eng, best, dice = got
             margins[name] = eng["dice_mean"] - dice
             ok = eng["dice_mean"] > dice and (name != "mni2mm" or eng["seconds"] <= 60)
-            lines.append(f"- {name}: engine {eng['dice_mean']:.3f} in {eng['seconds']:.1f} s vs best classical "
-                         f"{best} {dice:.3f} (margin {margins[name]:+.3f}){' , target <= 60 s' if name == 'mni2mm' else ''}: "
-                         f"{'MET' if ok else 'NOT MET'}")
+            lines.append(
+                f"- {name}: engine {eng['dice_mean']:.3f} in {eng['seconds']:.1f} s vs best classical "
+                f"{best} {dice:.3f} (margin {margins[name]:+.3f}){' , target <= 60 s' if name == 'mni2mm' else ''}: "
+                f"{'MET' if ok else 'NOT MET'}"
+            )
     if len(margins) == 2:
         ok = margins["mni2mm_noisy"] > margins["mni2mm"]
         lines.append(f"- noisy margin larger than clean margin: {'MET' if ok else 'NOT MET'}")
@@ -217,38 +249,58 @@ def _acceptance(run: dict) -> list:
     if got:
         eng, best, dice = got
         ok = eng["dice_mean"] > dice and eng["seconds"] <= 180 and eng["peak_rss_mb"] <= 4096
-        lines.append(f"- mni1mm_scribbles: engine {eng['dice_mean']:.3f} in {eng['seconds']:.1f} s, peak RSS "
-                     f"{eng['peak_rss_mb']:.0f} MB vs growcut {dice:.3f} (targets: above growcut, <= 180 s, "
-                     f"<= 4096 MB): {'MET' if ok else 'NOT MET'}")
+        lines.append(
+            f"- mni1mm_scribbles: engine {eng['dice_mean']:.3f} in {eng['seconds']:.1f} s, peak RSS "
+            f"{eng['peak_rss_mb']:.0f} MB vs growcut {dice:.3f} (targets: above growcut, <= 180 s, "
+            f"<= 4096 MB): {'MET' if ok else 'NOT MET'}"
+        )
     for name, entry in run["cases"].items():
         ref = entry["methods"].get(ENGINE, {}).get("refinement")
         if ref:
-            lines.append(f"- {name} refinement: {ref['time_ratio']:.0%} of the first fit's time (target <= 15 %): "
-                         f"{'MET' if ref['time_ratio'] <= 0.15 else 'NOT MET'}")
+            lines.append(
+                f"- {name} refinement: {ref['time_ratio']:.0%} of the first fit's time (target <= 15 %): "
+                f"{'MET' if ref['time_ratio'] <= 0.15 else 'NOT MET'}"
+            )
     return lines
 
 
 def write_results(everything: dict, path: Path) -> None:
     """RESULTS.md from results.json's runs ({"cpu": run, "cuda": run})."""
-    out = ["# Benchmark results", "",
-           "Generated by `benchmarks/run.py` (see benchmarks/README.md); do not edit by hand — re-run it.",
-           "Dice: clusters matched to tissue classes one-to-one (Hungarian), inside the ROI, same number of",
-           "labels for every method. Seconds: wall time of the segmentation call in its own child process",
-           "(imports and data loading excluded). Peak RSS: the whole child process (VmHWM), so it includes",
-           "the Python interpreter, the libraries and the case's arrays.", ""]
+    out = [
+        "# Benchmark results",
+        "",
+        "Generated by `benchmarks/run.py` (see benchmarks/README.md); do not edit by hand — re-run it.",
+        "Dice: clusters matched to tissue classes one-to-one (Hungarian), inside the ROI, same number of",
+        "labels for every method. Seconds: wall time of the segmentation call in its own child process",
+        "(imports and data loading excluded). Peak RSS: the whole child process (VmHWM), so it includes",
+        "the Python interpreter, the libraries and the case's arrays.",
+        "",
+    ]
     for key, title in (("cpu", "CPU"), ("cuda", "GPU")):
         run = everything.get(key)
         out += [f"## {title}", ""]
         if run is None:
-            out += ["Not run yet" + (" (run with `--device cuda` on a machine with a GPU)." if key == "cuda" else "."), ""]
+            out += [
+                "Not run yet" + (" (run with `--device cuda` on a machine with a GPU)." if key == "cuda" else "."),
+                "",
+            ]
             continue
         m = run["machine"]
-        gpu_name = next((r.get("gpu") for e in run["cases"].values() for r in e["methods"].values() if r.get("gpu")), None)
-        out += [f"Command: `{run['command']}`", "",
-                f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM" + (f", GPU {gpu_name}" if gpu_name else "")
-                + f"; Python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-                + f"; {run['threads']} threads per method; {run['date']}", "",
-                f"Engine configuration: `{run['engine_config']}`", ""]
+        gpu_name = next(
+            (r.get("gpu") for e in run["cases"].values() for r in e["methods"].values() if r.get("gpu")), None
+        )
+        out += [
+            f"Command: `{run['command']}`",
+            "",
+            f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM"
+            + (f", GPU {gpu_name}" if gpu_name else "")
+            + f"; Python {m['python']}, "
+            + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+            + f"; {run['threads']} threads per method; {run['date']}",
+            "",
+            f"Engine configuration: `{run['engine_config']}`",
+            "",
+        ]
         if run["quick"]:
             out += ["**QUICK run (smoke test of the harness): engine iterations cut; not a measurement.**", ""]
         if run.get("note"):
@@ -257,8 +309,15 @@ def write_results(everything: dict, path: Path) -> None:
         if checks:
             out += ["Targets of issue 8 in this run:", ""] + checks + [""]
         for name, entry in run["cases"].items():
-            out += [f"### {name}", "", entry["description"] + f". Grid {entry['shape']} at {entry['spacing']} mm, "
-                    f"{entry['roi_voxels']} ROI voxels" + (f", {entry['scribbled_voxels']} scribbled" if entry["scribbled_voxels"] else "") + ".", ""]
+            out += [
+                f"### {name}",
+                "",
+                entry["description"] + f". Grid {entry['shape']} at {entry['spacing']} mm, "
+                f"{entry['roi_voxels']} ROI voxels"
+                + (f", {entry['scribbled_voxels']} scribbled" if entry["scribbled_voxels"] else "")
+                + ".",
+                "",
+            ]
             out += _case_table(entry, gpu=key == "cuda") + [""]
             if (path.parent / f"overlay_{name}.png").exists():
                 out += [f"![{name} overlays](overlay_{name}.png)", ""]
@@ -282,18 +341,29 @@ def _dice_cell(result: dict, seconds: bool = True) -> str:
 def write_devset_baseline(everything: dict, path: Path) -> None:
     """DEVSET_BASELINE.md from devset_results.json ({"cpu": run, ...}): the set, then unsupervised and stroke tables."""
     classical = ("kmeans", "gmm", "otsu", "atropos")
-    out = ["# Development set: baselines and the engine before issue 12's changes", "",
-           "Generated by `benchmarks/run.py --devset` (see benchmarks/README.md, \"Development set\"); do not edit by",
-           "hand. Dice: clusters matched to the truth's classes one-to-one (Hungarian) at the truth's label count (3),",
-           "counted inside the truth's region (brain, or body for CT) whatever mask the method was given. Cells:",
-           "mean Dice (seconds of the segmentation call, in its own child process).", ""]
+    out = [
+        "# Development set: baselines and the engine before issue 12's changes",
+        "",
+        'Generated by `benchmarks/run.py --devset` (see benchmarks/README.md, "Development set"); do not edit by',
+        "hand. Dice: clusters matched to the truth's classes one-to-one (Hungarian) at the truth's label count (3),",
+        "counted inside the truth's region (brain, or body for CT) whatever mask the method was given. Cells:",
+        "mean Dice (seconds of the segmentation call, in its own child process).",
+        "",
+    ]
     for key, run in everything.items():
         m = run["machine"]
-        out += [f"## {key.upper()} run", "", f"Command: `{run['command']}`", "",
-                f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM; Python {m['python']}, "
-                + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-                + f"; {run['threads']} threads per method; {run['date']}", "",
-                f"Engine configuration: `{run['engine_config']}` (the defaults otherwise)", ""]
+        out += [
+            f"## {key.upper()} run",
+            "",
+            f"Command: `{run['command']}`",
+            "",
+            f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM; Python {m['python']}, "
+            + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+            + f"; {run['threads']} threads per method; {run['date']}",
+            "",
+            f"Engine configuration: `{run['engine_config']}` (the defaults otherwise)",
+            "",
+        ]
         if run.get("note"):
             out += [f"**Note:** {run['note']}", ""]
         cases = run["cases"]
@@ -303,19 +373,28 @@ def write_devset_baseline(everything: dict, path: Path) -> None:
             for style in ("_painted", "_imbalanced", "_sparse"):
                 base = base[: -len(style)] if base.endswith(style) else base
             volumes.setdefault(base.removesuffix("_noisy"), entry)
-        out += ["### The volumes", "",
-                "| volume | kind | source (package, version) | licence | shape | spacing (mm) | mask given | truth | voxels per class |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            "### The volumes",
+            "",
+            "| volume | kind | source (package, version) | licence | shape | spacing (mm) | mask given | truth | voxels per class |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, entry in volumes.items():
             meta = entry.get("meta", {})
             counts = ", ".join(f"{c} {v}" for c, v in entry.get("class_voxels", {}).items())
-            out.append(f"| {name} | {meta.get('kind', '')} | {meta.get('source', '')} ({meta.get('package', '')} "
-                       f"{meta.get('version', '')}) | {meta.get('licence', '')} | {' x '.join(map(str, entry['shape']))} | "
-                       f"{' x '.join(f'{s:.2f}' for s in entry['spacing'])} | {'yes' if entry.get('mask_given', True) else 'no'} | "
-                       f"{meta.get('truth', '')} | {counts} |")
-        out += ["", "### Unsupervised (3 labels)", "",
-                "| case | mask given | engine | kmeans | gmm | otsu | atropos | best classical | engine - best | engine per class |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+            out.append(
+                f"| {name} | {meta.get('kind', '')} | {meta.get('source', '')} ({meta.get('package', '')} "
+                f"{meta.get('version', '')}) | {meta.get('licence', '')} | {' x '.join(map(str, entry['shape']))} | "
+                f"{' x '.join(f'{s:.2f}' for s in entry['spacing'])} | {'yes' if entry.get('mask_given', True) else 'no'} | "
+                f"{meta.get('truth', '')} | {counts} |"
+            )
+        out += [
+            "",
+            "### Unsupervised (3 labels)",
+            "",
+            "| case | mask given | engine | kmeans | gmm | otsu | atropos | best classical | engine - best | engine per class |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         unsup = {}
         for name, entry in cases.items():
             if entry["scribbled_voxels"]:
@@ -327,13 +406,19 @@ def write_devset_baseline(everything: dict, path: Path) -> None:
             unsup[name] = eng.get("dice_mean")
             margin = f"{eng['dice_mean'] - scored[best]:+.3f}" if best and eng.get("status") == "ok" else ""
             per_class = ", ".join(f"{c} {v:.2f}" for c, v in eng.get("dice_per_class", {}).items())
-            out.append(f"| {name} | {'yes' if entry.get('mask_given', True) else 'no'} | "
-                       + " | ".join(_dice_cell(methods.get(k)) for k in (ENGINE,) + classical)
-                       + f" | {best or ''} {scored.get(best, 0):.3f} | {margin} | {per_class} |")
-        out += ["", "### With strokes (3 slices across the last axis; mask given)", "",
-                "| case | style | stroked voxels per class | engine | growcut | engine unsupervised, same volume | "
-                "engine - growcut | engine: stroked voxels kept | engine: stroked classes missing | engine per class |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+            out.append(
+                f"| {name} | {'yes' if entry.get('mask_given', True) else 'no'} | "
+                + " | ".join(_dice_cell(methods.get(k)) for k in (ENGINE,) + classical)
+                + f" | {best or ''} {scored.get(best, 0):.3f} | {margin} | {per_class} |"
+            )
+        out += [
+            "",
+            "### With strokes (3 slices across the last axis; mask given)",
+            "",
+            "| case | style | stroked voxels per class | engine | growcut | engine unsupervised, same volume | "
+            "engine - growcut | engine: stroked voxels kept | engine: stroked classes missing | engine per class |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, entry in cases.items():
             if not entry["scribbled_voxels"]:
                 continue
@@ -341,14 +426,19 @@ def write_devset_baseline(everything: dict, path: Path) -> None:
             eng, grow = methods.get(ENGINE, {}), methods.get("growcut", {})
             style = next((s for s in ("painted", "imbalanced", "sparse") if name.endswith("_" + s)), "centreline")
             volume = name[: name.rindex("_")]
-            margin = (f"{eng['dice_mean'] - grow['dice_mean']:+.3f}"
-                      if eng.get("status") == "ok" and grow.get("status") == "ok" else "")
+            margin = (
+                f"{eng['dice_mean'] - grow['dice_mean']:+.3f}"
+                if eng.get("status") == "ok" and grow.get("status") == "ok"
+                else ""
+            )
             base = unsup.get(volume)
             per_class = ", ".join(f"{c} {v:.2f}" for c, v in eng.get("dice_per_class", {}).items())
             kept = f"{eng['stroked_kept']:.1%}" if "stroked_kept" in eng else ""
             missing = ", ".join(eng.get("stroked_classes_missing", [])) or ("none" if eng.get("status") == "ok" else "")
-            out.append(f"| {name} | {style} | {entry.get('stroke_voxels', '')} | {_dice_cell(eng)} | {_dice_cell(grow)} | "
-                       f"{'' if base is None else f'{base:.3f}'} | {margin} | {kept} | {missing} | {per_class} |")
+            out.append(
+                f"| {name} | {style} | {entry.get('stroke_voxels', '')} | {_dice_cell(eng)} | {_dice_cell(grow)} | "
+                f"{'' if base is None else f'{base:.3f}'} | {margin} | {kept} | {missing} | {per_class} |"
+            )
         total = sum(r.get("process_seconds", 0) for e in cases.values() for r in e["methods"].values())
         out += ["", f"Total child-process time: {total / 60:.1f} min.", ""]
     tmp = path.with_suffix(".md.tmp")

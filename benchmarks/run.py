@@ -13,6 +13,7 @@ own peak RSS (VmHWM), so methods do not pollute each other. Dice is computed her
 engine, KMeans, GaussianMixture, Otsu and Atropos; scribble cases run the engine, Grow-from-seeds
 (itk-growcut) and the random walker. A run on device D replaces results.json's entry for D.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,15 +37,37 @@ sys.path.insert(0, str(HERE))
 from cases import Case, make_case, parse  # noqa: E402
 from methods import UNSUPERVISED, WITH_SCRIBBLES  # noqa: E402
 
-FULL_CASES = ("mni2mm", "mni2mm_noisy", "mni2mm_scribbles", "mni2mm_noisy_scribbles",
-              "mni1mm", "mni1mm_noisy", "mni1mm_scribbles", "mni1mm_noisy_scribbles",
-              "colin1mm", "colin1mm_scribbles")
+FULL_CASES = (
+    "mni2mm",
+    "mni2mm_noisy",
+    "mni2mm_scribbles",
+    "mni2mm_noisy_scribbles",
+    "mni1mm",
+    "mni1mm_noisy",
+    "mni1mm_scribbles",
+    "mni1mm_noisy_scribbles",
+    "colin1mm",
+    "colin1mm_scribbles",
+)
 QUICK_CASES = ("mni4mm", "mni4mm_noisy", "mni4mm_scribbles")
 DEVSET_VOLUMES = ("mni2mm", "colin2mm", "itkt1", "headct", "chestct")  # each real volume, its mask given
-DEVSET_CASES = (("mni2mm", "mni2mm_noisy", "mni2mm_nomask", "colin2mm", "colin2mm_noisy", "colin2mm_nomask",
-                 "itkt1", "itkt1_nomask", "headct", "headct_noisy", "headct_nomask", "headct_padded",
-                 "chestct", "chestct_noisy", "chestct_nomask")
-                + tuple(f"{v}_{s}" for v in DEVSET_VOLUMES for s in ("scribbles", "painted", "imbalanced", "sparse")))
+DEVSET_CASES = (
+    "mni2mm",
+    "mni2mm_noisy",
+    "mni2mm_nomask",
+    "colin2mm",
+    "colin2mm_noisy",
+    "colin2mm_nomask",
+    "itkt1",
+    "itkt1_nomask",
+    "headct",
+    "headct_noisy",
+    "headct_nomask",
+    "headct_padded",
+    "chestct",
+    "chestct_noisy",
+    "chestct_nomask",
+) + tuple(f"{v}_{s}" for v in DEVSET_VOLUMES for s in ("scribbles", "painted", "imbalanced", "sparse"))
 DEVSET_METHODS = ("engine", "kmeans", "gmm", "otsu", "atropos", "growcut")
 QUICK_MAX_ITER = 5
 
@@ -65,20 +88,36 @@ def parse_engine_config(pairs) -> dict:
 
 def machine_info() -> dict:
     """CPU cores/model, RAM, library versions of this machine."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     ram = ""
     if Path("/proc/meminfo").exists():
         kb = int(Path("/proc/meminfo").read_text().split()[1])
-        ram = f"{kb / 2 ** 20:.1f} GiB"
+        ram = f"{kb / 2**20:.1f} GiB"
     versions = {}
     for package in ("torch", "monai", "scikit-learn", "SimpleITK", "antspyx", "itk-growcut", "scikit-image", "numpy"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "ram": ram, "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions}
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "ram": ram,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 def run_child(spec: dict, work: Path, timeout: float) -> dict:
@@ -88,8 +127,14 @@ def run_child(spec: dict, work: Path, timeout: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), PYTHONHASHSEED="0")
     started = time.perf_counter()
     try:
-        child = subprocess.run([sys.executable, str(HERE / "worker.py"), str(spec_path)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        child = subprocess.run(
+            [sys.executable, str(HERE / "worker.py"), str(spec_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"status": f"failed: timed out after {timeout:.0f} s", "process_seconds": timeout}
     wall = time.perf_counter() - started
@@ -106,15 +151,18 @@ def score(labels: np.ndarray, case: Case) -> dict:
 
     names = case.class_names
     dice = hungarian_dice(labels, case.truth, case.roi)
-    out = {"dice_mean": dice["mean"],
-           "dice_per_class": {names.get(k, str(k)): v for k, v in dice["per_class"].items()},
-           "matching": {names.get(k, str(k)): v for k, v in dice["matching"].items()}}
+    out = {
+        "dice_mean": dice["mean"],
+        "dice_per_class": {names.get(k, str(k)): v for k, v in dice["per_class"].items()},
+        "matching": {names.get(k, str(k)): v for k, v in dice["matching"].items()},
+    }
     if case.scribbles is not None:  # every stroked class present, stroked voxels kept (issue 12's targets)
         marked = case.scribbles > 0
         out["stroked_kept"] = float(np.mean(labels[marked] == case.scribbles[marked]))
         present = set(np.unique(labels[case.roi]).tolist())
-        out["stroked_classes_missing"] = [names.get(k, str(k)) for k in np.unique(case.scribbles[marked]).tolist()
-                                          if k not in present]
+        out["stroked_classes_missing"] = [
+            names.get(k, str(k)) for k in np.unique(case.scribbles[marked]).tolist() if k not in present
+        ]
     return out
 
 
@@ -126,18 +174,33 @@ def methods_for(case_name: str, wanted) -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cases", help=f"comma-separated case names (default: {','.join(FULL_CASES)}; "
-                                         f"with --quick: {','.join(QUICK_CASES)}; with --devset: the development set)")
-    parser.add_argument("--devset", action="store_true",
-                        help="the development set (benchmarks/devset.py): its cases and methods by default, results "
-                             "in devset_results.json and DEVSET_BASELINE.md, no overlay plots")
-    parser.add_argument("--methods", help="comma-separated subset of: " + ",".join(sorted(set(UNSUPERVISED) | set(WITH_SCRIBBLES))))
-    parser.add_argument("--out", type=Path, help="output folder (default: benchmarks/; with --quick: a new temp folder)")
+    parser.add_argument(
+        "--cases",
+        help=f"comma-separated case names (default: {','.join(FULL_CASES)}; "
+        f"with --quick: {','.join(QUICK_CASES)}; with --devset: the development set)",
+    )
+    parser.add_argument(
+        "--devset",
+        action="store_true",
+        help="the development set (benchmarks/devset.py): its cases and methods by default, results "
+        "in devset_results.json and DEVSET_BASELINE.md, no overlay plots",
+    )
+    parser.add_argument(
+        "--methods", help="comma-separated subset of: " + ",".join(sorted(set(UNSUPERVISED) | set(WITH_SCRIBBLES)))
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: benchmarks/; with --quick: a new temp folder)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: 4 mm cases, engine max_iter={QUICK_MAX_ITER}")
     parser.add_argument("--device", default="cpu", help="engine device: cpu, cuda, cuda:N (default cpu)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads per method")
-    parser.add_argument("--engine-config", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="SegmentationConfig fields for the engine, e.g. con_weight=0.5 patch_size=[48,48,48]")
+    parser.add_argument(
+        "--engine-config",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="SegmentationConfig fields for the engine, e.g. con_weight=0.5 patch_size=[48,48,48]",
+    )
     parser.add_argument("--no-refine", action="store_true", help="skip the one-more-stroke refinement measurement")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per method run")
     parser.add_argument("--note", default="", help="text put under the machine line in RESULTS.md")
@@ -161,10 +224,18 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device_key = "cuda" if args.device.startswith("cuda") else "cpu"
 
-    run = {"command": "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-           "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "quick": args.quick,
-           "device": args.device, "threads": args.threads, "engine_config": engine_config, "note": args.note,
-           "machine": machine_info(), "cases": {}}
+    run = {
+        "command": "python benchmarks/run.py "
+        + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "device": args.device,
+        "threads": args.threads,
+        "engine_config": engine_config,
+        "note": args.note,
+        "machine": machine_info(),
+        "cases": {},
+    }
     with tempfile.TemporaryDirectory(prefix="benchmark-work-") as tmp:
         work = Path(tmp)
         labels_by_case = {}
@@ -173,27 +244,46 @@ def main(argv=None) -> int:
             case = make_case(name)
             case_file = work / f"{name}.npz"
             case.save(case_file)
-            entry = {"description": case.description, "shape": list(case.image.shape), "spacing": list(case.spacing),
-                     "roi_voxels": int(case.roi.sum()), "n_classes": case.n_classes, "mask_given": case.mask is not None,
-                     "class_names": {str(k): v for k, v in case.class_names.items()}, "meta": case.meta,
-                     "scribbled_voxels": int((case.scribbles > 0).sum()) if case.scribbles is not None else 0,
-                     "class_voxels": {v: int((case.truth == k).sum()) for k, v in case.class_names.items()},
-                     "stroke_voxels": ", ".join(f"{v} {int((case.scribbles == k).sum())}" for k, v in case.class_names.items())
-                     if case.scribbles is not None else "",
-                     "methods": {}}
+            entry = {
+                "description": case.description,
+                "shape": list(case.image.shape),
+                "spacing": list(case.spacing),
+                "roi_voxels": int(case.roi.sum()),
+                "n_classes": case.n_classes,
+                "mask_given": case.mask is not None,
+                "class_names": {str(k): v for k, v in case.class_names.items()},
+                "meta": case.meta,
+                "scribbled_voxels": int((case.scribbles > 0).sum()) if case.scribbles is not None else 0,
+                "class_voxels": {v: int((case.truth == k).sum()) for k, v in case.class_names.items()},
+                "stroke_voxels": ", ".join(
+                    f"{v} {int((case.scribbles == k).sum())}" for k, v in case.class_names.items()
+                )
+                if case.scribbles is not None
+                else "",
+                "methods": {},
+            }
             labels_by_case[name] = {}
             for method in methods_for(name, wanted):
-                spec = {"case": name, "case_file": str(case_file), "method": method, "threads": args.threads,
-                        "engine_config": engine_config, "refine": not args.no_refine,
-                        "labels_out": str(work / f"{name}.{method}.labels.npz"),
-                        "result_out": str(work / f"{name}.{method}.json")}
+                spec = {
+                    "case": name,
+                    "case_file": str(case_file),
+                    "method": method,
+                    "threads": args.threads,
+                    "engine_config": engine_config,
+                    "refine": not args.no_refine,
+                    "labels_out": str(work / f"{name}.{method}.labels.npz"),
+                    "result_out": str(work / f"{name}.{method}.json"),
+                }
                 result = run_child(spec, work, args.timeout)
                 if result["status"] == "ok":
                     labels = np.load(spec["labels_out"])["labels"]
                     result.update(score(labels, case))
                     labels_by_case[name][method] = labels
-                    print(f"  {method:14s} Dice {result['dice_mean']:.3f}  {result['seconds']:7.1f} s  "
-                          f"peak RSS {result['peak_rss_mb']:6.0f} MB", flush=True)
+                    print(
+                        f"  {method:14s} Dice {result['dice_mean']:.3f}  {result['seconds']:7.1f} s  "
+                        f"peak RSS {result['peak_rss_mb']:6.0f} MB",
+                        flush=True,
+                    )
                 else:
                     print(f"  {method:14s} {result['status']}", flush=True)
                 entry["methods"][method] = result

@@ -7,6 +7,7 @@ Writes the labels ((X, Y, Z) uint8 under key "labels") and a JSON with seconds, 
 peak RSS after loading (before the method ran), the peak RSS of the whole process and any
 method extras; the parent adds the Dice.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,12 @@ import os
 import sys
 from pathlib import Path
 
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+)
 
 
 def _limit_threads(threads: int) -> None:

@@ -6,6 +6,7 @@ MONAI bundle and the DICOM pipeline end to end (tests/faces/slicer the Slicer mo
 demo and benchmark helpers. Test modules never import each other: shared code lives in tests/helpers
 and reaches the tests through fixtures here.
 """
+
 import importlib.util
 import os
 import shutil
@@ -60,8 +61,12 @@ def mni_4mm(mni_2mm):
     sub = (slice(None, None, 2),) * 3
     affine = volume.affine.copy()
     affine[:3, :3] *= 2
-    small = Volume(np.ascontiguousarray(volume.data[(slice(None),) + sub]), tuple(s * 2 for s in volume.spacing),
-                   affine, source="MNI152 4 mm (bundled sample)")
+    small = Volume(
+        np.ascontiguousarray(volume.data[(slice(None),) + sub]),
+        tuple(s * 2 for s in volume.spacing),
+        affine,
+        source="MNI152 4 mm (bundled sample)",
+    )
     return small, np.ascontiguousarray(mask[sub]), np.ascontiguousarray(tissues[sub])
 
 

@@ -6,6 +6,7 @@ Differentiable Feature Clustering", IEEE Transactions on Image Processing 29 (20
 The public names below are imported on first use, so ``import unsupervised_seg.io`` (or the command
 line's ``--help``) does not load torch.
 """
+
 from importlib import import_module
 
 from .core.version import __version__

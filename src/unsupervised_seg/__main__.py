@@ -1,4 +1,5 @@
 """``python -m unsupervised_seg``: the same command line as ``unsupervised-seg``."""
+
 import sys
 
 from .cli import main

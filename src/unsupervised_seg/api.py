@@ -9,6 +9,7 @@ such files instead. Outputs: one input -> ``output`` is the file (or an existing
 writable, never an input, existing files kept unless ``overwrite``) before any fitting starts.
 A bad input is reported (a ``Failed`` progress event and the outcome's ``error``) and skipped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -85,8 +86,13 @@ class _Events:
 
 def summary(result) -> dict:
     """The numbers a face reports about a SegmentationResult."""
-    return {"n_labels": result.n_labels, "iterations": result.iterations, "stop_reason": result.stop_reason,
-            "seconds": round(result.seconds, 3), "device": result.device}
+    return {
+        "n_labels": result.n_labels,
+        "iterations": result.iterations,
+        "stop_reason": result.stop_reason,
+        "seconds": round(result.seconds, 3),
+        "device": result.device,
+    }
 
 
 def check_output(path: Path, protected: Set[Path], overwrite: bool) -> None:
@@ -147,12 +153,17 @@ def output_format(image: Path, output_file: Optional[Path], format: Optional[str
     if output_file is not None:
         named = format_from_path(output_file)
         if format and named not in (None, format):
-            raise InputError(f"output name does not end in {FORMAT_EXTENSIONS[format]}, the extension of "
-                             f"--format {format}", output_file)
+            raise InputError(
+                f"output name does not end in {FORMAT_EXTENSIONS[format]}, the extension of --format {format}",
+                output_file,
+            )
         if format or named:
             return format or named
-        raise InputError(f"cannot tell the output format from the name (use one of "
-                         f"{', '.join(FORMAT_EXTENSIONS.values())} or --format)", output_file)
+        raise InputError(
+            f"cannot tell the output format from the name (use one of "
+            f"{', '.join(FORMAT_EXTENSIONS.values())} or --format)",
+            output_file,
+        )
     if format:
         return format
     return "png" if Path(image).suffix.lower() in RASTER_EXTENSIONS else "nifti"
@@ -191,11 +202,24 @@ def make_segmenter(model=None, init_model=None, **engine_options):
     return segmenter
 
 
-def segment_files(inputs, output, scribbles=None, mask=None, format: Optional[str] = None, *,
-                  overwrite: bool = False, model=None, init_model=None, save_model=None,
-                  class_names: Optional[Dict[int, str]] = None, reference_scribbles: bool = False,
-                  series_uid: Optional[str] = None, progress: Optional[ProgressCallback] = None,
-                  keep_labels: bool = False, **engine_options) -> Batch:
+def segment_files(
+    inputs,
+    output,
+    scribbles=None,
+    mask=None,
+    format: Optional[str] = None,
+    *,
+    overwrite: bool = False,
+    model=None,
+    init_model=None,
+    save_model=None,
+    class_names: Optional[Dict[int, str]] = None,
+    reference_scribbles: bool = False,
+    series_uid: Optional[str] = None,
+    progress: Optional[ProgressCallback] = None,
+    keep_labels: bool = False,
+    **engine_options,
+) -> Batch:
     """Segment image files / DICOM folders into label files (what ``unsupervised-seg segment`` does).
 
     inputs: a path or a list of them; output: a file (one input) or a folder. model: predict with a trained
@@ -226,21 +250,44 @@ def segment_files(inputs, output, scribbles=None, mask=None, format: Optional[st
             job.mask = companion(job.image, mask, "_mask", is_batch)
             events.context.update({k: str(v) for k, v in (("scribbles", job.scribbles), ("mask", job.mask)) if v})
             check_output(job.output, protected | {p.resolve() for p in (job.scribbles, job.mask) if p}, overwrite)
-            batch.outcomes.append(_run(job, events, overwrite, model, init_model, save_model, class_names or {},
-                                       reference_scribbles, series_uid, keep_labels, engine_options))
+            batch.outcomes.append(
+                _run(
+                    job,
+                    events,
+                    overwrite,
+                    model,
+                    init_model,
+                    save_model,
+                    class_names or {},
+                    reference_scribbles,
+                    series_uid,
+                    keep_labels,
+                    engine_options,
+                )
+            )
         except Exception as exc:  # one failed image must not stop the batch
             events.fail(batch, exc, job.image)
     return batch
 
 
-def _run(job: Job, events: _Events, overwrite, model, init_model, save_model, class_names, reference_scribbles,
-         series_uid, keep_labels, engine_options) -> Outcome:
+def _run(
+    job: Job,
+    events: _Events,
+    overwrite,
+    model,
+    init_model,
+    save_model,
+    class_names,
+    reference_scribbles,
+    series_uid,
+    keep_labels,
+    engine_options,
+) -> Outcome:
     volume = load_volume(job.image, series_uid=series_uid)
     if job.output.resolve() in {Path(p).resolve() for p in volume.meta.get("dicom_files", [])}:
         raise InputError("output would replace a file of the input DICOM series", job.output)
     check_output_format(job.format, volume, job.output)
-    strokes, names = (None, {}) if job.scribbles is None else load_scribbles(job.scribbles, volume,
-                                                                             reference_scribbles)
+    strokes, names = (None, {}) if job.scribbles is None else load_scribbles(job.scribbles, volume, reference_scribbles)
     roi = None if job.mask is None else load_mask(job.mask, volume)
     segmenter = make_segmenter(model, init_model, **engine_options)
     if model:
@@ -248,8 +295,9 @@ def _run(job: Job, events: _Events, overwrite, model, init_model, save_model, cl
     else:
         result = segmenter.fit(volume, strokes, roi, progress=events)
     scribbled = strokes is not None and bool(np.any(strokes))
-    path = save_labels(result.labels, volume, job.output, job.format,
-                       class_names={**names, **class_names} or None, scribbled=scribbled)
+    path = save_labels(
+        result.labels, volume, job.output, job.format, class_names={**names, **class_names} or None, scribbled=scribbled
+    )
     info = summary(result)
     if save_model:
         with atomic_output(save_model) as tmp:
@@ -259,8 +307,9 @@ def _run(job: Job, events: _Events, overwrite, model, init_model, save_model, cl
     return Outcome(job.image, path, info, result.labels if keep_labels else None)
 
 
-def train_files(images, output, mask=None, *, overwrite: bool = False,
-                progress: Optional[ProgressCallback] = None, **engine_options) -> Batch:
+def train_files(
+    images, output, mask=None, *, overwrite: bool = False, progress: Optional[ProgressCallback] = None, **engine_options
+) -> Batch:
     """Reference mode (``unsupervised-seg train``): one network for a set of images, saved to ``output``.
 
     mask: one mask file for every image (same grid), or a folder of ``<stem>_mask`` files; without it each
@@ -291,9 +340,17 @@ def train_files(images, output, mask=None, *, overwrite: bool = False,
     return batch
 
 
-def segment_sequence_files(source, output, mask=None, format: Optional[str] = None, *, overwrite: bool = False,
-                           warm_max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None,
-                           **engine_options) -> Batch:
+def segment_sequence_files(
+    source,
+    output,
+    mask=None,
+    format: Optional[str] = None,
+    *,
+    overwrite: bool = False,
+    warm_max_iter: Optional[int] = None,
+    progress: Optional[ProgressCallback] = None,
+    **engine_options,
+) -> Batch:
     """Sequence mode: a 4D NIfTI (time last) -> one 4D label file; a folder of frames -> one label file each.
     Each frame warm-starts from the previous one and keeps its label mapping."""
     from .engine.segmenter import segment_sequence
@@ -331,8 +388,11 @@ def segment_sequence_files(source, output, mask=None, format: Optional[str] = No
     events.context = {"input": str(source)}
     if four_d:
         path = save_label_series(np.stack([r.labels for r in results], axis=-1), frames[0], outputs[0])
-        info = {"frames": len(results), "iterations": sum(r.iterations for r in results),
-                "seconds": round(sum(r.seconds for r in results), 3)}
+        info = {
+            "frames": len(results),
+            "iterations": sum(r.iterations for r in results),
+            "seconds": round(sum(r.seconds for r in results), 3),
+        }
         events(Written(str(path), extra=info))
         batch.outcomes.append(Outcome(source, path, info))
     else:

@@ -4,6 +4,7 @@ The bundle configs only wire these objects together; the method itself is the en
 ``Segmenter``. Tensors follow MONAI's layout: images (B, C, *spatial) MetaTensors whose affine
 (index -> RAS world) comes from the file, label maps (B, 1, *spatial).
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,9 @@ from .io.paths import NIFTI_EXTENSIONS, find_companion, is_companion, split_name
 log = logging.getLogger(__name__)
 
 
-def nifti_datalist(dataset_dir, scribble_suffix: str = "_scribbles", mask_suffix: str = "_mask",
-                   output_postfix: str = "seg") -> List[Dict[str, str]]:
+def nifti_datalist(
+    dataset_dir, scribble_suffix: str = "_scribbles", mask_suffix: str = "_mask", output_postfix: str = "seg"
+) -> List[Dict[str, str]]:
     """Every NIfTI image in ``dataset_dir``, sorted, as MONAI datalist items.
 
     Item keys: "image", plus "scribbles" / "mask" (ROI) when ``<stem><scribble_suffix>.*`` /
@@ -99,8 +101,9 @@ class ValidatedDataset(Dataset):
     ``skipped`` lists (path, message) of the dropped items.
     """
 
-    def __init__(self, data: Sequence[dict], transform: Optional[Callable] = None,
-                 config: Optional[SegmentationConfig] = None):
+    def __init__(
+        self, data: Sequence[dict], transform: Optional[Callable] = None, config: Optional[SegmentationConfig] = None
+    ):
         config = config or SegmentationConfig()
         valid, self.skipped = [], []
         for item in data:
@@ -144,7 +147,7 @@ def to_volume(image: torch.Tensor, affine, source: str) -> Volume:
 
 
 def _rank_prefix() -> str:
-    """"[rank r/n] " in a distributed run, else ""."""
+    """ "[rank r/n] " in a distributed run, else ""."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         return f"[rank {dist.get_rank()}/{dist.get_world_size()}] "
@@ -153,10 +156,19 @@ def _rank_prefix() -> str:
 
 def progress_logger(source: str, every: int) -> Callable[[ProgressEvent], None]:
     """An engine progress callback that logs every ``every``-th optimisation step."""
+
     def report(event: ProgressEvent) -> None:
         if isinstance(event, FitStep) and event.iteration % every == 0:
-            log.info("%s: %s iteration %d (%.0f %% done), %d labels, loss %.4f", source, event.phase,
-                     event.iteration, 100 * (event.fraction or 0), event.n_labels, event.loss)
+            log.info(
+                "%s: %s iteration %d (%.0f %% done), %d labels, loss %.4f",
+                source,
+                event.phase,
+                event.iteration,
+                100 * (event.fraction or 0),
+                event.n_labels,
+                event.loss,
+            )
+
     return report
 
 
@@ -182,8 +194,9 @@ class TestTimeClusteringInferer(Inferer):
 
     __test__ = False  # not a pytest test class despite its name
 
-    def __init__(self, config: Optional[SegmentationConfig] = None, model_path: Optional[str] = None,
-                 log_every: int = 100):
+    def __init__(
+        self, config: Optional[SegmentationConfig] = None, model_path: Optional[str] = None, log_every: int = 100
+    ):
         super().__init__()
         self.config = config or SegmentationConfig()
         self.model_path = model_path or None
@@ -215,10 +228,19 @@ class TestTimeClusteringInferer(Inferer):
                 result = self._predictor().predict(volume, roi)
             else:
                 with torch.enable_grad():  # evaluators call inferers under torch.no_grad()
-                    result = Segmenter(self.config).fit(volume, _item_array(scribbles, b), roi,
-                                                        progress=progress_logger(source, self.log_every))
-            log.info("%s%s: %d labels, %d iterations (%s), %.1f s on %s", _rank_prefix(), source, result.n_labels,
-                     result.iterations, result.stop_reason, result.seconds, result.device)
+                    result = Segmenter(self.config).fit(
+                        volume, _item_array(scribbles, b), roi, progress=progress_logger(source, self.log_every)
+                    )
+            log.info(
+                "%s%s: %d labels, %d iterations (%s), %.1f s on %s",
+                _rank_prefix(),
+                source,
+                result.n_labels,
+                result.iterations,
+                result.stop_reason,
+                result.seconds,
+                result.device,
+            )
             outputs.append(torch.from_numpy(result.labels)[None])
         labels = MetaTensor(torch.stack(outputs).to(inputs.device))
         if isinstance(inputs, MetaTensor):
@@ -233,8 +255,13 @@ class ReferenceTrainer:
     and writes the model to ``model_path`` atomically. Returns the training history.
     """
 
-    def __init__(self, dataloader, config: Optional[SegmentationConfig] = None, model_path: str = "models/model.pt",
-                 log_every: int = 100):
+    def __init__(
+        self,
+        dataloader,
+        config: Optional[SegmentationConfig] = None,
+        model_path: str = "models/model.pt",
+        log_every: int = 100,
+    ):
         self.dataloader = dataloader
         self.log_every = log_every
         self.config = config or SegmentationConfig()
@@ -267,6 +294,7 @@ class AtomicNibabelWriter(NibabelWriter):
 
 # ---------------------------------------------------------------------------------------------- start and end
 # The bundle's configs call exit_on_interrupt() first in "initialize" and finish(@dataset) in "finalize".
+
 
 class Interrupted(SystemExit):
     """Ctrl-C in a bundle run: exit status 130, as the command line; Python exits on it without a traceback."""
@@ -302,8 +330,12 @@ def finish(dataset=None) -> None:
         signal.signal(signal.SIGINT, _previous_sigint.pop())
     skipped = getattr(dataset, "skipped", [])
     if skipped:
-        log.error("%s%d input(s) skipped, exit status 1: %s", _rank_prefix(), len(skipped),
-                  ", ".join(str(path) for path, _ in skipped))
+        log.error(
+            "%s%d input(s) skipped, exit status 1: %s",
+            _rank_prefix(),
+            len(skipped),
+            ", ".join(str(path) for path, _ in skipped),
+        )
         raise SystemExit(1)
 
 
@@ -333,4 +365,3 @@ class InterruptHandler:
             log.error("%s%s", _rank_prefix(), _INTERRUPTED_LINE)
             raise Interrupted() from None
         raise exc
-

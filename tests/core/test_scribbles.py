@@ -1,5 +1,6 @@
 """core.scribbles: validate_scribbles (shape, integer class ids, negatives, too many classes, empty), the class
 count and the reference code's PNG convention."""
+
 import numpy as np
 import pytest
 
@@ -27,8 +28,9 @@ def test_a_leading_channel_axis_of_one_is_dropped():
     assert out.shape == SHAPE and out[1, 2, 3] == 2
 
 
-@pytest.mark.parametrize("scribbles", [None, np.zeros(SHAPE, np.uint8), np.zeros(SHAPE)], ids=["none", "zeros",
-                                                                                            "float_zeros"])
+@pytest.mark.parametrize(
+    "scribbles", [None, np.zeros(SHAPE, np.uint8), np.zeros(SHAPE)], ids=["none", "zeros", "float_zeros"]
+)
 def test_absent_or_empty_scribbles_are_none(scribbles):
     assert validate_scribbles(scribbles, SHAPE, max_classes=8) is None
 

@@ -1,4 +1,5 @@
 """The benchmark harness (benchmarks/): scribble generator, scoring and an end-to-end --quick run."""
+
 import json
 import subprocess
 import sys
@@ -63,8 +64,21 @@ def test_noisy_version_keeps_truth_and_changes_intensities(mni_4mm):
 
 def test_quick_run_end_to_end(tmp_path):
     """--quick on 4 mm, engine with 5 iterations, two baselines: results.json, RESULTS.md and plots."""
-    cmd = [sys.executable, str(BENCH / "run.py"), "--quick", "--cases", "mni4mm", "--methods", "engine,kmeans,otsu",
-           "--out", str(tmp_path), "--threads", "1", "--engine-config", "n_clusters=16"]
+    cmd = [
+        sys.executable,
+        str(BENCH / "run.py"),
+        "--quick",
+        "--cases",
+        "mni4mm",
+        "--methods",
+        "engine,kmeans,otsu",
+        "--out",
+        str(tmp_path),
+        "--threads",
+        "1",
+        "--engine-config",
+        "n_clusters=16",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     run = json.loads((tmp_path / "results.json").read_text())["cpu"]
@@ -86,8 +100,18 @@ def test_quick_run_end_to_end(tmp_path):
 
 
 def test_tuning_sweep_writes_one_row_per_variant(tmp_path):
-    cmd = [sys.executable, str(BENCH / "tune.py"), "--cases", "mni4mm", "--threads", "1", "--out", str(tmp_path),
-           "--grid", '[{"max_iter": 3}, {"max_iter": 3, "n_clusters": 8}]']
+    cmd = [
+        sys.executable,
+        str(BENCH / "tune.py"),
+        "--cases",
+        "mni4mm",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--grid",
+        '[{"max_iter": 3}, {"max_iter": 3, "n_clusters": 8}]',
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = json.loads((tmp_path / "tuning.json").read_text())["rows"]
@@ -95,6 +119,10 @@ def test_tuning_sweep_writes_one_row_per_variant(tmp_path):
     assert all(r["cases"]["mni4mm"]["status"] == "ok" and r["cases"]["mni4mm"]["iterations"] <= 3 for r in rows)
     text = (tmp_path / "TUNING.md").read_text()
     assert "| max_iter=3, n_clusters=8 | " in text and "--grid" in text
-    refused = subprocess.run([sys.executable, str(BENCH / "tune.py"), "--cases", "colin1mm", "--out", str(tmp_path)],
-                             capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, str(BENCH / "tune.py"), "--cases", "colin1mm", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 2 and "held out" in refused.stderr

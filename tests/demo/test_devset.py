@@ -1,5 +1,6 @@
 """The development set (benchmarks/devset.py) and its cases: the volumes that ship with dependencies (chest CT of
 slicerio, the bundled sample), names, masks and the methods' view of a case without a mask."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Stroke styles of unsupervised_seg.demo.simulated_scribbles on the bundled 2 mm sample (CSF < WM < GM)."""
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi

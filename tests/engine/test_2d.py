@@ -1,6 +1,7 @@
 """2D images at the 2D defaults (issue 16): photos converge in a fraction of max_iter with a sensible label count,
 an MNI152 axial slice with n_labels=3 matches the classical methods, scribbles refine head-only, and
 ``reference_defaults`` / ``--reference-defaults`` give the reference code's settings."""
+
 import numpy as np
 import pytest
 
@@ -72,8 +73,14 @@ def test_2d_scribbles_refine_the_head_only_after_one_more_stroke():
 def test_reference_defaults_are_the_reference_codes_settings_in_any_dimension():
     for dims in (2, 3):
         cfg = SegmentationConfig(reference_defaults=True).resolved(dims)
-        assert (cfg.n_clusters, cfg.init, cfg.init_iter, cfg.lr_half_life, cfg.coarse_voxels,
-                cfg.convergence_tol) == (100, "none", 0, 0, 0, 0.0)
+        assert (cfg.n_clusters, cfg.init, cfg.init_iter, cfg.lr_half_life, cfg.coarse_voxels, cfg.convergence_tol) == (
+            100,
+            "none",
+            0,
+            0,
+            0,
+            0.0,
+        )
         assert (cfg.n_conv, cfg.lr, cfg.momentum, cfg.max_iter, cfg.min_labels) == (2, 0.1, 0.9, 1000, 3)
         assert (cfg.sim_weight, cfg.con_weight, cfg.scr_weight) == (1.0, 1.0, 0.5)
     assert SegmentationConfig(reference_defaults=True, n_clusters=50).resolved(2).n_clusters == 50  # set wins
@@ -85,8 +92,11 @@ def test_reference_defaults_run_to_max_iter_without_a_convergence_stop():
 
     photo = transform.resize(data.coffee(), (48, 72), anti_aliasing=True)
     events = []
-    result = segment(Volume.from_array(photo, channel_axis=-1), progress=events.append,
-                     config=SegmentationConfig(reference_defaults=True, max_iter=12, seed=0))
+    result = segment(
+        Volume.from_array(photo, channel_axis=-1),
+        progress=events.append,
+        config=SegmentationConfig(reference_defaults=True, max_iter=12, seed=0),
+    )
     assert result.iterations == 12 and result.stop_reason == "max_iter"
     fractions = [e.fraction for e in events if getattr(e, "stage", None) == "fit"]
     assert len(fractions) == 12 and all(0 <= f <= 1 for f in fractions)
@@ -103,7 +113,8 @@ def test_cli_reference_defaults_flag_reaches_the_segmenter():
     plain = parser.parse_args(["segment", "photo.jpg", "-o", "labels.png"])
     assert engine_overrides(plain) == {}
     assert engine_overrides(parser.parse_args(["train", "a.png", "-o", "m.pt", "--reference-defaults"])) == {
-        "reference_defaults": True}
+        "reference_defaults": True
+    }
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--reference-defaults"])
 
@@ -119,7 +130,16 @@ def test_stop_rule_counts_the_scribble_classes_drawn_not_the_largest_id():
     scribbles = torch.zeros(1, 4, 4, dtype=torch.long)
     scribbles[0, 0, :2], scribbles[0, 3, 1:] = 1, 16
     roi = torch.ones(1, 4, 4, dtype=torch.bool)
-    prep = Prepared(torch.zeros(1, 3, 4, 4), scribbles, roi, None, (slice(0, 4), slice(0, 4)), (4, 4),
-                    roi[0].numpy(), (1.0, 1.0), 16)
+    prep = Prepared(
+        torch.zeros(1, 3, 4, 4),
+        scribbles,
+        roi,
+        None,
+        (slice(0, 4), slice(0, 4)),
+        (4, 4),
+        roi[0].numpy(),
+        (1.0, 1.0),
+        16,
+    )
     assert drawn_classes([prep]) == 2
     assert drawn_classes([prep], (None, torch.tensor([[[3]], [[16]]]))) == 3

@@ -4,6 +4,7 @@ On MR the Gaussian mixture models the tissues' unequal variances better; on CT's
 splits soft tissue and loses bone, where k-means does not (benchmarks/RESULTS.md). Real data: the bundled
 MNI152 sample and 3D Slicer's chest CT.
 """
+
 import numpy as np
 
 from unsupervised_seg.engine.foreground import detect_foreground

@@ -3,6 +3,7 @@
 Real data: the bundled MNI152 sample (zeros around a brain-extracted T1) and 3D Slicer's chest CT in HU
 (-3024 outside its circular field of view).
 """
+
 import numpy as np
 import pytest
 
@@ -55,7 +56,9 @@ def test_no_mask_sample_with_three_labels_matches_the_masked_run(mni_2mm):
     a label)."""
     volume, mask, tissues = mni_2mm
     result = Segmenter(n_labels=3).fit(volume)
-    assert set(np.unique(result.labels[~mask])) <= {0, 1, 2, 3} and (result.labels[volume.data[0] == 0] == 0).mean() > 0.99
+    assert (
+        set(np.unique(result.labels[~mask])) <= {0, 1, 2, 3} and (result.labels[volume.data[0] == 0] == 0).mean() > 0.99
+    )
     assert hungarian_dice(result.labels, tissues, mask)["mean"] >= 0.85
 
 

@@ -4,6 +4,7 @@ ordered by mean intensity, with scribble class k on channel k - 1.
 Three clearly separated intensity populations where exact channels are known; the bundled MNI152 sample (4 mm)
 for the real case.
 """
+
 import numpy as np
 import pytest
 

@@ -3,6 +3,7 @@ n_labels by Ward merging of the most similar clusters, and a previous mapping ke
 
 Small synthetic maps where a unit needs exact values; the bundled MNI152 sample (4 mm) for the real case.
 """
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """Loss values on a tiny fixed 2D input, checked against values worked out by hand; the training loop's targets
 (initial clustering, then its own argmax) on the same input."""
+
 import math
 
 import pytest
@@ -47,18 +48,21 @@ def test_training_fits_the_initial_targets_then_its_own_argmax_with_ties_to_the_
     monkeypatch.setattr(training, "ClusteringLoss", RecordingLoss)
     initial = torch.ones(1, 2, 2, dtype=torch.long)  # an initial clustering: every pixel in channel 1
     roi = torch.ones(1, 2, 2, dtype=torch.bool)
-    prep = Prepared(torch.zeros(1, 1, 2, 2), None, roi, initial, (slice(0, 2), slice(0, 2)), (2, 2),
-                    roi[0].numpy(), (1.0, 1.0), 0)
+    prep = Prepared(
+        torch.zeros(1, 1, 2, 2), None, roi, initial, (slice(0, 2), slice(0, 2)), (2, 2), roi[0].numpy(), (1.0, 1.0), 0
+    )
     cfg = SegmentationConfig(min_labels=1, init_iter=1).resolved(2)
     model = _FixedResponse()
-    history, stop = training.train(model, torch.optim.SGD(model.parameters(), lr=0.0), [prep], cfg, training.NETWORK,
-                                   2, torch.device("cpu"), 0)
+    history, stop = training.train(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), [prep], cfg, training.NETWORK, 2, torch.device("cpu"), 0
+    )
     assert stop == "max_iter" and [h["iteration"] for h in history] == [1, 2]
     assert torch.equal(seen[0], initial) and torch.equal(seen[1], PSEUDO)
     assert [h["n_labels"] for h in history] == [2, 2]  # labels of the argmax: channels 0 and 1
     assert history[1]["similarity"] == pytest.approx(similarity_loss(RESPONSE, PSEUDO).item(), abs=1e-6)
-    assert history[0]["similarity"] == pytest.approx((ce_two(0, 1) + ce_two(1, 0) + ce_two(0, 2) + ce_two(0, 0)) / 4,
-                                                     abs=1e-6)  # against channel 1 everywhere
+    assert history[0]["similarity"] == pytest.approx(
+        (ce_two(0, 1) + ce_two(1, 0) + ce_two(0, 2) + ce_two(0, 0)) / 4, abs=1e-6
+    )  # against channel 1 everywhere
 
 
 def test_similarity_by_hand():

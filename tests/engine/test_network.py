@@ -1,4 +1,5 @@
 """ClusteringNet: the reference architecture in 2D and 3D from one code path."""
+
 import pytest
 import torch
 from torch import nn

@@ -3,6 +3,7 @@ scribbled voxels over-sampled, the same for the same seed; choose_patch_size wit
 
 The image's channels hold each voxel's coordinates, so a patch tells where it was cut.
 """
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """Model files are data, never code: versioned tensors and plain values read with weights_only=True."""
+
 import pickle
 
 import numpy as np
@@ -42,11 +43,15 @@ def test_crafted_pickle_runs_nothing_and_says_why(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content, problem", [
-    ({"state_dict": {}}, "no format tag"),
-    ({"format": persistence.FORMAT, "version": 99}, "version 99 is not supported"),
-    ([1, 2, 3], "no format tag"),
-], ids=["untagged", "future-version", "not-a-dict"])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ({"state_dict": {}}, "no format tag"),
+        ({"format": persistence.FORMAT, "version": 99}, "version 99 is not supported"),
+        ([1, 2, 3], "no format tag"),
+    ],
+    ids=["untagged", "future-version", "not-a-dict"],
+)
 def test_foreign_or_newer_files_get_one_clear_error(tmp_path, content, problem):
     path = tmp_path / "model.pt"
     torch.save(content, path)

@@ -1,5 +1,6 @@
 """engine.preprocess: intensity normalisation (percentiles inside the ROI -> [0, 1], outside the ROI its median,
 constant images refused) and the half-resolution level of coarse-to-fine fitting."""
+
 import numpy as np
 import pytest
 

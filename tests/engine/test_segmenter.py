@@ -3,6 +3,7 @@ truth from its grey/white-matter maps, and a photograph from scikit-image.
 
 Segmentations are judged with clusters matched to tissues one-to-one (Hungarian) at exactly 3 labels.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -53,8 +54,10 @@ def test_scribbles_mni_dice_and_kept(scribbled, mni_4mm):
     marked = scribbles > 0
     assert np.mean(result.labels[marked] == scribbles[marked]) >= 0.99
     # scribble class k is output label k: no matching needed
-    direct = [2 * np.sum((result.labels == k) & (truth == k)) / (np.sum(result.labels == k) + np.sum(truth == k))
-              for k in (1, 2, 3)]
+    direct = [
+        2 * np.sum((result.labels == k) & (truth == k)) / (np.sum(result.labels == k) + np.sum(truth == k))
+        for k in (1, 2, 3)
+    ]
     assert np.mean(direct) >= 0.88
 
 
@@ -93,8 +96,10 @@ def test_a_new_scribble_class_or_volume_retrains_the_network(mni_4mm):
     volume, mask, truth = mni_4mm
     seg = Segmenter(n_labels=3, seed=0)
     seg.fit(volume, mask=mask, max_iter=20)
-    for scribbles, vol in [(scribbles_from_truth(truth, mask, volume.spacing), volume),  # classes 1-3 are new
-                           (None, Volume(volume.data * 1.01, volume.spacing))]:  # another volume
+    for scribbles, vol in [
+        (scribbles_from_truth(truth, mask, volume.spacing), volume),  # classes 1-3 are new
+        (None, Volume(volume.data * 1.01, volume.spacing)),
+    ]:  # another volume
         before = {k: v.clone() for k, v in seg.network.features.state_dict().items()}
         result = seg.fit(vol, scribbles, mask, max_iter=10)
         assert {entry["phase"] for entry in result.history} == {"network"}
@@ -132,8 +137,9 @@ def test_sequence_mode_keeps_labels_over_frames(mni_4mm):
     volume, mask, truth = mni_4mm
     slabs = [slice(14, 26), slice(16, 28), slice(18, 30)]  # a "moving" field of view
     frames = [Volume(volume.data[:, :, :, s], volume.spacing) for s in slabs]
-    results = segment_sequence(frames, masks=[mask[:, :, s] for s in slabs], n_labels=3, seed=0, max_iter=80,
-                               warm_max_iter=20)
+    results = segment_sequence(
+        frames, masks=[mask[:, :, s] for s in slabs], n_labels=3, seed=0, max_iter=80, warm_max_iter=20
+    )
     matchings = [hungarian_dice(r.labels, truth[:, :, s], mask[:, :, s])["matching"] for r, s in zip(results, slabs)]
     assert matchings[0] == matchings[1] == matchings[2]
     assert all(r.iterations <= 20 for r in results[1:])
@@ -145,7 +151,7 @@ def test_patches_agree_at_seams(mni_4mm):
     seg = Segmenter(n_labels=3, seed=0, max_iter=100, max_voxels=20_000, patch_size=(24, 24, 24), patch_batch=2)
     result = seg.fit(volume, mask=mask)
     assert hungarian_dice(result.labels, truth, mask)["mean"] >= 0.83
-    seg.config = seg.config.replace(max_voxels=10 ** 9)  # now one pass over the whole crop
+    seg.config = seg.config.replace(max_voxels=10**9)  # now one pass over the whole crop
     whole = seg.predict(volume, mask)
     assert np.mean(whole.labels[mask] == result.labels[mask]) >= 0.995
 
@@ -214,20 +220,31 @@ BAD_INPUTS = [
     ("nan_voxel", _with_voxel(np.nan), None, None, "image has 1 NaN/Inf voxels"),
     ("inf_voxel", _with_voxel(np.inf), None, None, "image has 1 NaN/Inf voxels"),
     ("constant_image", np.full((1, 12, 12, 12), 7.0, np.float32), None, None, "channel 0 is constant (value 7)"),
-    ("scribbles_other_shape", _image(), np.zeros((12, 12, 11), int), None,
-     "scribbles have shape (12, 12, 11), the image (12, 12, 12)"),
+    (
+        "scribbles_other_shape",
+        _image(),
+        np.zeros((12, 12, 11), int),
+        None,
+        "scribbles have shape (12, 12, 11), the image (12, 12, 12)",
+    ),
     ("negative_scribble", _image(), _scribbles_with(-1), None, "scribbles contain negative class ids (min -1)"),
     ("too_many_scribble_classes", _image(), _scribbles_with(500), None, "class ids up to 500, more than the"),
     ("fractional_scribbles", _image(), _scribbles_with(1.5, float), None, "must be integer class ids"),
     ("empty_roi", _image(), None, np.zeros((12, 12, 12), bool), "ROI mask is empty"),
-    ("mask_other_shape", _image(), None, np.ones((12, 12, 13), bool),
-     "ROI mask shape (12, 12, 13) differs from the image's (12, 12, 12)"),
+    (
+        "mask_other_shape",
+        _image(),
+        None,
+        np.ones((12, 12, 13), bool),
+        "ROI mask shape (12, 12, 13) differs from the image's (12, 12, 12)",
+    ),
     ("four_spatial_dims", np.zeros((1, 4, 4, 4, 4), np.float32), None, None, "(4 spatial dimensions"),
 ]
 
 
-@pytest.mark.parametrize("data, scribbles, mask, problem", [case[1:] for case in BAD_INPUTS],
-                         ids=[case[0] for case in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "data, scribbles, mask, problem", [case[1:] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS]
+)
 def test_bad_input_gives_one_line_naming_the_file_and_the_problem(data, scribbles, mask, problem):
     volume = Volume(data, source="case.nii.gz")
     with pytest.raises(InputError) as info:

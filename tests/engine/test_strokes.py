@@ -1,4 +1,5 @@
 """Strokes: a small stroked class is not drowned by a large one, and stroked voxels keep their class."""
+
 import numpy as np
 import pytest
 import torch
@@ -15,8 +16,9 @@ def test_scribble_loss_weighs_every_class_alike():
     scribbles = torch.zeros(1, 10, 101, dtype=torch.long)
     scribbles[0, :, :100] = 1
     scribbles[0, :, 100] = 2
-    per_voxel = F.cross_entropy(response.movedim(1, -1).reshape(-1, 4), (scribbles - 1).clamp_min(0).reshape(-1),
-                                reduction="none").reshape(10, 101)
+    per_voxel = F.cross_entropy(
+        response.movedim(1, -1).reshape(-1, 4), (scribbles - 1).clamp_min(0).reshape(-1), reduction="none"
+    ).reshape(10, 101)
     expected = (per_voxel[:, :100].mean() + per_voxel[:, 100].mean()) / 2
     assert float(scribble_loss(response, scribbles)) == pytest.approx(float(expected), rel=1e-5)
 

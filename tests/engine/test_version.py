@@ -1,4 +1,5 @@
 """The version is written once (core/version.py); the installed metadata and the bundle agree with it."""
+
 import importlib.metadata
 import json
 from pathlib import Path

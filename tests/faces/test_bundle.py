@@ -3,6 +3,7 @@
 Data: three small real volumes cut from the bundled MNI152 sample (two interleaved 4 mm grids with
 brain masks, one with scribbles; a 4 mm slab without mask) plus a truncated NIfTI in the same folder.
 """
+
 import gzip
 import hashlib
 import importlib.metadata
@@ -41,12 +42,22 @@ def run_bundle(*args, nproc=None, status=1):
     """Run the bundle in a subprocess from the repository root; return its combined output. ``status``: the exit
     status expected, 1 by default because the dataset holds a corrupt file (skipped: see test_bundle_exit.py)."""
     if nproc:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-                    f"--nproc_per_node={nproc}", "-m", "monai.bundle", "run"]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes=1",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "monai.bundle",
+            "run",
+        ]
     else:
         launcher = [sys.executable, "-m", "monai.bundle", "run"]
-    proc = subprocess.run(launcher + [str(a) for a in args], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        launcher + [str(a) for a in args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == status, output[-4000:]
     return output
@@ -59,8 +70,12 @@ def _save(array, affine, path):
 def _load_volume(path):
     """The engine's view of a NIfTI: (1, *spatial) float32 in nibabel order, spacing from the header."""
     img = nib.load(str(path))
-    return Volume(img.get_fdata(dtype=np.float32)[None], tuple(float(z) for z in img.header.get_zooms()[:3]),
-                  img.affine, source=str(path))
+    return Volume(
+        img.get_fdata(dtype=np.float32)[None],
+        tuple(float(z) for z in img.header.get_zooms()[:3]),
+        img.affine,
+        source=str(path),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +117,18 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def single_run(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle_out")
-    log = run_bundle("--config_file", INFERENCE, "--dataset_dir", dataset["dir"], "--output_dir", out,
-                     "--max_iter", MAX_ITER, "--device", "cpu")
+    log = run_bundle(
+        "--config_file",
+        INFERENCE,
+        "--dataset_dir",
+        dataset["dir"],
+        "--output_dir",
+        out,
+        "--max_iter",
+        MAX_ITER,
+        "--device",
+        "cpu",
+    )
     return out, log
 
 
@@ -167,8 +192,17 @@ def test_corrupt_file_is_reported_and_skipped(dataset, single_run):
 def test_torchrun_two_cpu_processes_match_single_process(dataset, single_run, tmp_path):
     single_out, _ = single_run
     out = tmp_path / "out"
-    log = run_bundle("--config_file", f"['{INFERENCE}','{MULTI_GPU}']", "--dataset_dir", dataset["dir"],
-                     "--output_dir", out, "--max_iter", MAX_ITER, nproc=2)
+    log = run_bundle(
+        "--config_file",
+        f"['{INFERENCE}','{MULTI_GPU}']",
+        "--dataset_dir",
+        dataset["dir"],
+        "--output_dir",
+        out,
+        "--max_iter",
+        MAX_ITER,
+        nproc=2,
+    )
     # every image exactly once over both ranks; 3 images over 2 ranks: 2 + 1 (no padding duplicate)
     ranks = re.findall(r"\[rank (\d)/2\] (\S+\.nii\.gz): \d+ labels", log)
     assert sorted(path for _, path in ranks) == [str(dataset["dir"] / f"{n}.nii.gz") for n in IMAGES]
@@ -183,21 +217,40 @@ def test_reference_mode_trains_then_predicts_without_optimisation(dataset, tmp_p
     from monai.bundle import run
 
     model = tmp_path / "models" / "model.pt"
-    run_bundle("--config_file", TRAIN, "--dataset_dir", dataset["dir"], "--model_path", model, "--max_iter", 2,
-               "--device", "cpu")
+    run_bundle(
+        "--config_file",
+        TRAIN,
+        "--dataset_dir",
+        dataset["dir"],
+        "--model_path",
+        model,
+        "--max_iter",
+        2,
+        "--device",
+        "cpu",
+    )
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
     steps = []
     monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: steps.append(1))
     monkeypatch.setattr(Segmenter, "fit", lambda *a, **k: pytest.fail("fit called in reference mode"))
     out = tmp_path / "out"
     with pytest.raises(SystemExit, match="1"):  # the corrupt file was skipped
-        run(config_file=INFERENCE, logging_file=False, dataset_dir=str(dataset["dir"]), output_dir=str(out),
-            model_path=str(model), device="cpu")
+        run(
+            config_file=INFERENCE,
+            logging_file=False,
+            dataset_dir=str(dataset["dir"]),
+            output_dir=str(out),
+            model_path=str(model),
+            device="cpu",
+        )
     assert steps == []
     assert hashlib.sha256(model.read_bytes()).hexdigest() == digest
     for name in IMAGES:
-        expected = Segmenter.load(model).predict(_load_volume(dataset["dir"] / f"{name}.nii.gz"),
-                                                 dataset["masks"].get(name)).labels
+        expected = (
+            Segmenter.load(model)
+            .predict(_load_volume(dataset["dir"] / f"{name}.nii.gz"), dataset["masks"].get(name))
+            .labels
+        )
         np.testing.assert_array_equal(_labels(out / f"{name}_seg.nii.gz"), expected)
 
 
@@ -225,9 +278,23 @@ def test_every_engine_parameter_is_a_command_line_override():
 
 def test_metadata_fields_and_versions():
     meta = json.loads((CONFIGS / "metadata.json").read_text())
-    required = ["version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                "required_packages_version", "task", "description", "authors", "copyright", "data_source",
-                "data_type", "intended_use", "references", "network_data_format"]
+    required = [
+        "version",
+        "changelog",
+        "monai_version",
+        "pytorch_version",
+        "numpy_version",
+        "required_packages_version",
+        "task",
+        "description",
+        "authors",
+        "copyright",
+        "data_source",
+        "data_type",
+        "intended_use",
+        "references",
+        "network_data_format",
+    ]
     assert not [key for key in required if not meta.get(key)]
     assert meta["version"] in meta["changelog"]
 
@@ -240,8 +307,17 @@ def test_metadata_fields_and_versions():
     assert "unsupervised-seg" in meta["required_packages_version"]
     for package, version in meta["required_packages_version"].items():
         assert major(version) == major(importlib.metadata.version(package)), package
-    tensor_keys = {"type", "format", "modality", "num_channels", "spatial_shape", "dtype", "value_range",
-                   "is_patch_data", "channel_def"}
+    tensor_keys = {
+        "type",
+        "format",
+        "modality",
+        "num_channels",
+        "spatial_shape",
+        "dtype",
+        "value_range",
+        "is_patch_data",
+        "channel_def",
+    }
     data_format = meta["network_data_format"]
     assert tensor_keys <= set(data_format["inputs"]["image"])
     assert tensor_keys - {"modality"} <= set(data_format["outputs"]["pred"])
@@ -252,8 +328,9 @@ def test_metadata_fields_and_versions():
 def test_verify_net_in_out():
     from monai.bundle import verify_net_in_out
 
-    args = dict(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"), config_file=INFERENCE, device="cpu",
-                any=8)
+    args = dict(
+        net_id="network_def", meta_file=str(CONFIGS / "metadata.json"), config_file=INFERENCE, device="cpu", any=8
+    )
     verify_net_in_out(**args)  # random (1, 1, 8, 8, 8) input: output channels and dtype as metadata.json says
     with pytest.raises(ValueError, match="output channel number"):
         verify_net_in_out(**args, n_clusters=16)
@@ -262,13 +339,24 @@ def test_verify_net_in_out():
 def test_datalist_finds_companions_and_rejects_empty_folders(tmp_path):
     from unsupervised_seg.bundle import nifti_datalist
 
-    for name in ("b.nii.gz", "b_scribbles.nii.gz", "b_mask.nii", "a.nii", "a_seg.nii.gz", "a_labels.nii.gz",
-                 "notes.txt"):
+    for name in (
+        "b.nii.gz",
+        "b_scribbles.nii.gz",
+        "b_mask.nii",
+        "a.nii",
+        "a_seg.nii.gz",
+        "a_labels.nii.gz",
+        "notes.txt",
+    ):
         (tmp_path / name).write_bytes(b"")
     assert nifti_datalist(tmp_path) == [
         {"image": str(tmp_path / "a.nii")},
-        {"image": str(tmp_path / "b.nii.gz"), "scribbles": str(tmp_path / "b_scribbles.nii.gz"),
-         "mask": str(tmp_path / "b_mask.nii")}]
+        {
+            "image": str(tmp_path / "b.nii.gz"),
+            "scribbles": str(tmp_path / "b_scribbles.nii.gz"),
+            "mask": str(tmp_path / "b_mask.nii"),
+        },
+    ]
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="no NIfTI images"):
@@ -283,13 +371,17 @@ def test_invalid_companions_are_skipped_with_their_name(mni_4mm, tmp_path):
     _save(volume.data[0], volume.affine, tmp_path / "bad.nii.gz")
     _save(np.zeros(volume.spatial_shape, np.uint8), volume.affine, tmp_path / "bad_mask.nii.gz")
     _save(np.ones((4, 4, 4)), np.eye(4), tmp_path / "flat.nii.gz")
-    items = [{"image": str(tmp_path / "good.nii.gz")},
-             {"image": str(tmp_path / "bad.nii.gz"), "mask": str(tmp_path / "bad_mask.nii.gz")},
-             {"image": str(tmp_path / "flat.nii.gz")}]
+    items = [
+        {"image": str(tmp_path / "good.nii.gz")},
+        {"image": str(tmp_path / "bad.nii.gz"), "mask": str(tmp_path / "bad_mask.nii.gz")},
+        {"image": str(tmp_path / "flat.nii.gz")},
+    ]
     dataset = ValidatedDataset(items)
     assert [item["image"] for item in dataset.data] == [str(tmp_path / "good.nii.gz")]
     assert [(Path(p).name, "empty" in m or "constant" in m) for p, m in dataset.skipped] == [
-        ("bad_mask.nii.gz", True), ("flat.nii.gz", True)]
+        ("bad_mask.nii.gz", True),
+        ("flat.nii.gz", True),
+    ]
     with pytest.raises(InputError, match="none of the 2 images"):
         ValidatedDataset(items[1:])
 

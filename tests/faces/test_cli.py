@@ -1,4 +1,5 @@
 """The command line end to end: subprocess runs on a crop of the bundled MNI152 sample, bad inputs, batches."""
+
 import hashlib
 import json
 import os
@@ -19,8 +20,14 @@ ITER = ["--max-iter", "4"]
 def run_cli(*args, cwd=None):
     """Run ``python -m unsupervised_seg`` as a user would; returns the CompletedProcess."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "true"}
-    return subprocess.run([sys.executable, "-m", "unsupervised_seg", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "unsupervised_seg", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def error_lines(stderr):
@@ -29,8 +36,11 @@ def error_lines(stderr):
 
 def digest(folder):
     """{name: sha256} of every file under ``folder``."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +131,10 @@ def test_batch_with_one_corrupt_file_writes_the_others_and_exits_nonzero(inputs,
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [e["path"] for e in events if e["stage"] == "error"] == [str(folder / "broken.nii.gz")]
     scribbled = {e["input"]: e.get("scribbles") for e in events if e["stage"] == "written"}
-    assert scribbled == {str(folder / "t1.nii.gz"): str(folder / "t1_scribbles.nii.gz"), str(folder / "t2.nii.gz"): None}
+    assert scribbled == {
+        str(folder / "t1.nii.gz"): str(folder / "t1_scribbles.nii.gz"),
+        str(folder / "t2.nii.gz"): None,
+    }
     assert digest(folder) == before
 
 
@@ -132,7 +145,10 @@ def test_demo_subprocess_writes_labels_overlay_and_dice(tmp_path):
 
     proc = run_cli("demo", "-o", tmp_path / "demo")  # the real demo at its defaults (~20 s on 2 cores)
     assert proc.returncode == 0, proc.stderr
-    labels_path, overlay_path = tmp_path / "demo" / "mni152_t1_2mm_labels.nii.gz", tmp_path / "demo" / "mni152_t1_2mm_overlay.png"
+    labels_path, overlay_path = (
+        tmp_path / "demo" / "mni152_t1_2mm_labels.nii.gz",
+        tmp_path / "demo" / "mni152_t1_2mm_overlay.png",
+    )
     assert str(labels_path) in proc.stdout and str(overlay_path) in proc.stdout
     dice_line = [line for line in proc.stdout.splitlines() if line.startswith("Dice")]
     assert len(dice_line) == 1 and "grey matter" in dice_line[0]
@@ -230,8 +246,9 @@ def test_train_then_segment_with_model_predicts_without_fitting(inputs, tmp_path
     written = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert written["stop_reason"] == "predict" and written["iterations"] == 0
     assert nib.load(out).shape == crop[0].shape
-    assert main(["segment", str(image), "-o", str(tmp_path / "x.nii.gz"), "--model", str(model),
-                 "--clusters", "4"]) == 1
+    assert (
+        main(["segment", str(image), "-o", str(tmp_path / "x.nii.gz"), "--model", str(model), "--clusters", "4"]) == 1
+    )
     assert "fixed by the saved model" in capsys.readouterr().err
 
 
@@ -243,8 +260,23 @@ def test_save_model_then_warm_start_from_it(inputs, tmp_path, capsys):
     assert main(["segment", str(image), "-o", str(tmp_path / "a.nii.gz"), "--save-model", str(model), *ITER]) == 0
     assert Segmenter.load(model).iterations_done == 4
     refined = tmp_path / "refined.pt"
-    assert main(["segment", str(image), "-o", str(tmp_path / "b.nii.gz"), "--init-model", str(model),
-                 "--save-model", str(refined), "--max-iter", "2"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(image),
+                "-o",
+                str(tmp_path / "b.nii.gz"),
+                "--init-model",
+                str(model),
+                "--save-model",
+                str(refined),
+                "--max-iter",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert Segmenter.load(refined).iterations_done == 6  # continued from the saved fit
     capsys.readouterr()
 
@@ -254,8 +286,21 @@ def test_sequence_4d_nifti_gives_4d_labels_on_the_same_grid(crop, tmp_path, caps
     series = np.stack([small, small * 1.05, np.roll(small, 1, axis=0)], axis=-1) * 100
     path = write_nifti(tmp_path / "series.nii.gz", series, crop[2], np.float32)
     out = tmp_path / "series_labels.nii.gz"
-    code = main(["segment", "--sequence", str(path), "-o", str(out), "--max-iter", "3", "--warm-max-iter", "2",
-                 "--progress", "json"])
+    code = main(
+        [
+            "segment",
+            "--sequence",
+            str(path),
+            "-o",
+            str(out),
+            "--max-iter",
+            "3",
+            "--warm-max-iter",
+            "2",
+            "--progress",
+            "json",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["frame"] for e in events if e["stage"] == "done"] == [0, 1, 2]
@@ -274,8 +319,21 @@ def test_png_photo_with_reference_code_scribbles(tmp_path, capsys):
     scribbles[5:8, 5:30] = 0
     scribbles[50:53, 20:40] = 1
     Image.fromarray(scribbles).save(tmp_path / "strokes.png")
-    code = main(["segment", str(image), "--scribbles", str(tmp_path / "strokes.png"), "--reference-scribbles",
-                 "-o", str(tmp_path / "out") + "/", "--max-iter", "3", "--progress", "none"])
+    code = main(
+        [
+            "segment",
+            str(image),
+            "--scribbles",
+            str(tmp_path / "strokes.png"),
+            "--reference-scribbles",
+            "-o",
+            str(tmp_path / "out") + "/",
+            "--max-iter",
+            "3",
+            "--progress",
+            "none",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     labels = np.asarray(Image.open(tmp_path / "out" / "astronaut_labels.png"))
     assert labels.shape == (64, 64) and labels.min() >= 1

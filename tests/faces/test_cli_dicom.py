@@ -1,5 +1,6 @@
 """The command line on DICOM series folders, end to end: DICOM SEG (subprocess, frame by frame) and NIfTI on
 the series' grid from the same run, the series' own files never written over, bad series rejected in one line."""
+
 import hashlib
 import json
 import os
@@ -41,9 +42,26 @@ def test_segment_dicom_folder_to_dicom_seg_and_nifti(series, tmp_path, dicom_ser
     before = digest(paths)
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "unsupervised_seg", "segment", str(folder), "-o", str(out / "T1.dcm"),
-                          "--format", "dicom-seg", "--progress", "json", *ENGINE], capture_output=True, text=True,
-                         timeout=300, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unsupervised_seg",
+            "segment",
+            str(folder),
+            "-o",
+            str(out / "T1.dcm"),
+            "--format",
+            "dicom-seg",
+            "--progress",
+            "json",
+            *ENGINE,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert events[-1]["stage"] == "written" and events[-1]["path"] == str(out / "T1.dcm")
@@ -64,8 +82,20 @@ def test_a_file_of_the_input_series_is_never_written_over(series, capsys):
     folder, paths = series
     before = digest(paths)
     for extra, problem in [([], "output exists (use --overwrite"), (["--overwrite"], "input DICOM series")]:
-        code = main(["segment", str(folder), "-o", str(paths[0]), "--format", "dicom-seg", "--progress", "none",
-                     *extra, *ENGINE])
+        code = main(
+            [
+                "segment",
+                str(folder),
+                "-o",
+                str(paths[0]),
+                "--format",
+                "dicom-seg",
+                "--progress",
+                "none",
+                *extra,
+                *ENGINE,
+            ]
+        )
         lines = capsys.readouterr().err.strip().splitlines()
         assert code == 1
         assert len(lines) == 1 and str(paths[0]) in lines[0] and problem in lines[0], lines
@@ -103,15 +133,27 @@ def _single_slice(folder, paths, work, dicom_series):
     return "the series has a single slice"
 
 
-@pytest.mark.parametrize("make", [_missing_slice, _two_series, _corrupt_file, _no_dicom, _single_slice],
-                         ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "make", [_missing_slice, _two_series, _corrupt_file, _no_dicom, _single_slice], ids=lambda f: f.__name__.strip("_")
+)
 def test_bad_series_exit_1_with_one_line_and_no_output(make, series, tmp_path, capsys, dicom_series):
     folder, paths = series
     problem = make(folder, paths, tmp_path / "in", dicom_series)
     out = tmp_path / "out"
     out.mkdir()
-    code = main(["segment", str(tmp_path / "in"), "-o", str(out / "seg.dcm"), "--format", "dicom-seg",
-                 "--progress", "none", *ENGINE])
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "in"),
+            "-o",
+            str(out / "seg.dcm"),
+            "--format",
+            "dicom-seg",
+            "--progress",
+            "none",
+            *ENGINE,
+        ]
+    )
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     problems = problem if isinstance(problem, tuple) else (problem,)

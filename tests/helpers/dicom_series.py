@@ -21,6 +21,7 @@ Image Plane, Image Pixel, MR Image and SOP Common modules filled, so that dciodv
 
 Tests reach this module through the ``dicom_series`` fixture (tests/conftest.py), never by importing it.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -35,11 +36,21 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def write_series(folder, values: np.ndarray, affine_lps: np.ndarray, *, rescale: Tuple[float, float] = (1.0, 0.0),
-                 series_uid: Optional[str] = None, study_uid: Optional[str] = None,
-                 frame_of_reference_uid: Optional[str] = None, series_number: int = 3,
-                 series_description: str = "T1 MPRAGE", reversed_instance_numbers: bool = False,
-                 transfer_syntax: str = ExplicitVRLittleEndian, seed: int = 0) -> List[Path]:
+def write_series(
+    folder,
+    values: np.ndarray,
+    affine_lps: np.ndarray,
+    *,
+    rescale: Tuple[float, float] = (1.0, 0.0),
+    series_uid: Optional[str] = None,
+    study_uid: Optional[str] = None,
+    frame_of_reference_uid: Optional[str] = None,
+    series_number: int = 3,
+    series_description: str = "T1 MPRAGE",
+    reversed_instance_numbers: bool = False,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    seed: int = 0,
+) -> List[Path]:
     """Write ``values`` (K, R, C) real-valued voxels as an MR series of K files in ``folder``.
 
     affine_lps: 4x4 matrix from array index (k, r, c) to DICOM patient coordinates (LPS, mm); its
@@ -64,7 +75,7 @@ def write_series(folder, values: np.ndarray, affine_lps: np.ndarray, *, rescale:
     study_uid = study_uid or generate_uid()
     frame_of_reference_uid = frame_of_reference_uid or generate_uid()
     now = datetime.datetime(2024, 5, 17, 9, 30, 0)
-    names = [f"IM{v:08d}" for v in rng.choice(10 ** 8, size=n_slices, replace=False)]
+    names = [f"IM{v:08d}" for v in rng.choice(10**8, size=n_slices, replace=False)]
     paths = [folder / name for name in names]
     for k in rng.permutation(n_slices):
         position = affine_lps[:3, :3] @ np.array([k, 0.0, 0.0]) + affine_lps[:3, 3]
@@ -159,7 +170,9 @@ def mni_axial(step: int = 2, slab: Optional[Sequence[int]] = None) -> Tuple[np.n
     return np.ascontiguousarray(values), LPS_FROM_RAS @ ras @ ijk_from_krc
 
 
-def write_mni_series(folder, step: int = 2, slab: Optional[Sequence[int]] = None, **kw) -> Tuple[List[Path], np.ndarray, np.ndarray]:
+def write_mni_series(
+    folder, step: int = 2, slab: Optional[Sequence[int]] = None, **kw
+) -> Tuple[List[Path], np.ndarray, np.ndarray]:
     """Write the bundled MNI152 T1 as an axial MR series (see the module docstring).
 
     Returns (file paths in slice order, values (K, R, C) a reader must return, affine (k, r, c) -> LPS).
@@ -194,8 +207,10 @@ def check_seg(path, volume, labels, names, algorithm_type):
         algorithm = s.SegmentationAlgorithmIdentificationSequence[0]
         assert algorithm.AlgorithmName == "UnsupervisedSeg" and algorithm.AlgorithmVersion == __version__
         family = algorithm.AlgorithmFamilyCodeSequence[0]
-        assert (family.CodeValue, family.CodingSchemeDesignator) == (cluster_analysis.value,
-                                                                     cluster_analysis.scheme_designator)
+        assert (family.CodeValue, family.CodingSchemeDesignator) == (
+            cluster_analysis.value,
+            cluster_analysis.scheme_designator,
+        )
     assert seg.SoftwareVersions == __version__ and seg.Manufacturer == "UnsupervisedSeg"
     # same patient, study and frame of reference; every source instance referenced
     sources = volume.meta["dicom_datasets"]
@@ -203,16 +218,18 @@ def check_seg(path, volume, labels, names, algorithm_type):
         assert seg[key].value == sources[0][key].value
     (series,) = seg.ReferencedSeriesSequence
     assert series.SeriesInstanceUID == sources[0].SeriesInstanceUID
-    assert {i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence} == \
-        {ds.SOPInstanceUID for ds in sources}
+    assert {i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence} == {
+        ds.SOPInstanceUID for ds in sources
+    }
     # frame by frame: position -> source slice k, pixels == (labels[k] == value), right source image
     lps_from_index = np.linalg.inv(LPS_FROM_RAS @ volume.affine)
     frames = seg.pixel_array.reshape((-1,) + labels.shape[1:])
     seen = set()
     shared = seg.SharedFunctionalGroupsSequence[0]
     for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence):
-        number = item.get("SegmentIdentificationSequence", shared.get("SegmentIdentificationSequence"))[0]\
-            .ReferencedSegmentNumber
+        number = item.get("SegmentIdentificationSequence", shared.get("SegmentIdentificationSequence"))[
+            0
+        ].ReferencedSegmentNumber
         position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
         k, r, c = (lps_from_index @ (position + [1.0]))[:3]
         assert abs(k - round(k)) < 1e-3 and abs(r) < 1e-3 and abs(c) < 1e-3
@@ -227,6 +244,7 @@ def check_seg(path, volume, labels, names, algorithm_type):
     # highdicom's own reader agrees
     if len(sources) > 1:
         pixels = hd.seg.segread(path).get_pixels_by_source_instance(
-            [ds.SOPInstanceUID for ds in sources], combine_segments=True, relabel=False)
+            [ds.SOPInstanceUID for ds in sources], combine_segments=True, relabel=False
+        )
         lut = np.array([0] + present)
         np.testing.assert_array_equal(lut[pixels], labels)

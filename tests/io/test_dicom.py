@@ -1,4 +1,5 @@
 """DICOM series reader: geometry against the written positions and SimpleITK, bad input, compression, multi-frame."""
+
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from unsupervised_seg import InputError
 from unsupervised_seg.io.dicom import read_dicom_series
 
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
-CT5N = PYDICOM_FILES / "dicomdirtests" / "98892001" / "CT5N"        # 5 CT slices, 2.5 mm, stored top-down
+CT5N = PYDICOM_FILES / "dicomdirtests" / "98892001" / "CT5N"  # 5 CT slices, 2.5 mm, stored top-down
 CT_WITH_GAP = PYDICOM_FILES / "dicomdirtests" / "77654033" / "CT2"  # 4 CT slices: -99.48, 103.02, 104.27, 105.52
 MR_RADIAL = PYDICOM_FILES / "dicomdirtests" / "98892003" / "MR700"  # 7 radial localiser slices in one series
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -56,8 +57,9 @@ def test_reads_shuffled_series_with_written_geometry(mni_series):
     np.testing.assert_allclose(volume.affine, LPS_FROM_RAS @ affine_lps, atol=1e-6)
     # slice k of the volume is the file written for slice k, whatever its name or InstanceNumber
     assert volume.meta["dicom_files"] == [str(p) for p in paths]
-    assert [ds.SOPInstanceUID for ds in volume.meta["dicom_datasets"]] == \
-        [pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in paths]
+    assert [ds.SOPInstanceUID for ds in volume.meta["dicom_datasets"]] == [
+        pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in paths
+    ]
     assert "PixelData" not in volume.meta["dicom_datasets"][0]
 
 
@@ -154,6 +156,7 @@ def test_series_in_one_multiframe_file(mni_series, tmp_path):
 
 # ---- bad input: each names the problem (and the file where there is one) --------------------------------------
 
+
 def test_missing_slice_names_the_gap(mni_series, tmp_path):
     folder, paths, _, affine = mni_series
     work = copy_series(paths[10:20], tmp_path / "gap")
@@ -169,8 +172,11 @@ def test_missing_slice_names_the_gap(mni_series, tmp_path):
 
 def test_uneven_pydicom_series_names_the_gap(tmp_path):
     folder = copy_series(sorted(CT_WITH_GAP.iterdir()), tmp_path / "ct2")
-    with pytest.raises(InputError, match=r"gap of 202\.5 mm between slice positions -99\.48 and 103\.02 mm.*"
-                                         r"expected 1\.25 mm"):
+    with pytest.raises(
+        InputError,
+        match=r"gap of 202\.5 mm between slice positions -99\.48 and 103\.02 mm.*"
+        r"expected 1\.25 mm",
+    ):
         read_dicom_series(folder)
 
 
@@ -188,7 +194,9 @@ def test_two_series_are_listed_and_one_can_be_chosen(mni_series, tmp_path, dicom
     folder, paths, _, _ = mni_series
     work = copy_series(paths, tmp_path / "two")
     values, affine = dicom_series.mni_axial(slab=(20, 25))
-    other = dicom_series.write_series(work / "t2", values, affine, series_description="T2 FLAIR", series_number=9, seed=5)
+    other = dicom_series.write_series(
+        work / "t2", values, affine, series_description="T2 FLAIR", series_number=9, seed=5
+    )
     with pytest.raises(InputError) as err:
         read_dicom_series(work)
     message = str(err.value)

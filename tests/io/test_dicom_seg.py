@@ -1,4 +1,5 @@
 """DICOM SEG writer: round trip through highdicom and pydicom, engine output, dciodvfy, bad input."""
+
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,7 +53,7 @@ def test_scribbled_classes_are_named_and_semiautomatic(slab, tmp_path, dicom_ser
     folder, volume = slab
     data = volume.data[0]
     scribbles = np.zeros(volume.spatial_shape, np.int32)
-    scribbles[:, :3, :] = 1                                   # air at the front of the image
+    scribbles[:, :3, :] = 1  # air at the front of the image
     scribbles[(data > np.percentile(data, 97)) & (scribbles == 0)] = 2  # brightest tissue
     result = segment(volume, scribbles=scribbles, config=SegmentationConfig(max_iter=10, seed=0, device="cpu"))
     names = {1: "air", 2: "white matter"}
@@ -93,8 +94,9 @@ def test_dciodvfy_finds_no_error(source, slab, tmp_path, dicom_series):
     if source == "mni":
         volume = slab[1]
     else:  # a real scanner's headers: pydicom's bundled 5-slice CT series
-        volume = read_dicom_series(shutil.copytree(PYDICOM_FILES / "dicomdirtests" / "98892001" / "CT5N",
-                                                   tmp_path / "ct"))
+        volume = read_dicom_series(
+            shutil.copytree(PYDICOM_FILES / "dicomdirtests" / "98892001" / "CT5N", tmp_path / "ct")
+        )
     labels = threshold_labels(volume) if source == "mni" else (volume.data[0] > -300).astype(np.int32) * 2
     out = write_dicom_seg(labels, volume, tmp_path / "seg.dcm", class_names={1: "dark"})
     dicom_series.check_seg(out, volume, labels, {1: "dark"}, "AUTOMATIC")
@@ -107,6 +109,7 @@ def test_dciodvfy_finds_no_error(source, slab, tmp_path, dicom_series):
 
 
 # ---- bad input: InputError and nothing written -------------------------------------------------------------------
+
 
 def test_nothing_to_write(slab, tmp_path):
     folder, volume = slab

@@ -1,4 +1,5 @@
 """Readers and writers: round trips on the bundled MNI152 sample and scikit-image photos, bad files."""
+
 import os
 
 import nibabel as nib
@@ -90,8 +91,13 @@ def test_seg_nrrd_has_named_coloured_segments_on_the_grid(t1_nifti, tmp_path):
     path, tissues = t1_nifti
     volume = load_volume(path)
     names = {1: "CSF", 2: "grey matter"}
-    out = save_labels(tissues.astype(np.int32), volume, tmp_path / "labels.seg.nrrd", class_names=names,
-                      class_colors={1: (0.0, 0.0, 1.0)})
+    out = save_labels(
+        tissues.astype(np.int32),
+        volume,
+        tmp_path / "labels.seg.nrrd",
+        class_names=names,
+        class_colors={1: (0.0, 0.0, 1.0)},
+    )
     segmentation = slicerio.read_segmentation(str(out))
     segments = {s["labelValue"]: s for s in segmentation["segments"]}
     assert {k: s["name"] for k, s in segments.items()} == {1: "CSF", 2: "grey matter", 3: "Cluster 3"}
@@ -166,8 +172,13 @@ def _fake_png(folder, good):
     return folder / "fake.png"
 
 
-BAD_FILES = [(_missing, "no such file"), (_truncated, "truncated"), (_text_named_nifti, "cannot read as NIfTI"),
-             (_text, "not a supported image file"), (_fake_png, "cannot read as a 2D image")]
+BAD_FILES = [
+    (_missing, "no such file"),
+    (_truncated, "truncated"),
+    (_text_named_nifti, "cannot read as NIfTI"),
+    (_text, "not a supported image file"),
+    (_fake_png, "cannot read as a 2D image"),
+]
 
 
 @pytest.mark.parametrize("make, problem", BAD_FILES, ids=[make.__name__.strip("_") for make, _ in BAD_FILES])
@@ -260,8 +271,15 @@ def test_single_slice_nifti_is_2d_and_written_back_with_its_slice_axis(tmp_path)
 def test_naming_rules(tmp_path):
     assert split_name("a/brain.nii.gz") == ("brain", ".nii.gz")
     assert split_name("b.SEG.NRRD") == ("b", ".seg.nrrd")
-    for name in ("brain.nii.gz", "brain_scribbles.seg.nrrd", "brain_mask.nii.gz", "brain_labels.nii.gz",
-                 "knee.nrrd", "notes.txt", ".hidden.nii.gz"):
+    for name in (
+        "brain.nii.gz",
+        "brain_scribbles.seg.nrrd",
+        "brain_mask.nii.gz",
+        "brain_labels.nii.gz",
+        "knee.nrrd",
+        "notes.txt",
+        ".hidden.nii.gz",
+    ):
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in list_inputs(tmp_path)] == ["brain.nii.gz", "knee.nrrd"]
     assert find_companion(tmp_path / "brain.nii.gz", "_scribbles").name == "brain_scribbles.seg.nrrd"

@@ -2,6 +2,7 @@
 another grid (orientation, spacing, sub-voxel shift, no geometry and another shape) is refused naming its file.
 
 The reference is the bundled MNI152 sample at 4 mm with its real affine."""
+
 import numpy as np
 import pytest
 
@@ -44,7 +45,7 @@ def test_a_box_reaching_past_the_image_is_placed_if_only_zeros_lie_outside(refer
     labels = np.zeros((10, 4, 4), np.uint8)
     labels[:5] = 2  # the first 5 rows lie inside the image, the last 5 beyond it
     placed = place_on_grid(labels, shifted(volume.affine, (n_i - 5, 0, 0)), volume, "edge_seg.nii.gz")
-    assert placed[n_i - 5:, :4, :4].tolist() == labels[:5].tolist() and placed.sum() == labels.sum()
+    assert placed[n_i - 5 :, :4, :4].tolist() == labels[:5].tolist() and placed.sum() == labels.sum()
     labels[7] = 1
     with pytest.raises(InputError, match="extends beyond the image's grid") as info:
         place_on_grid(labels, shifted(volume.affine, (n_i - 5, 0, 0)), volume, "edge_seg.nii.gz")
@@ -68,8 +69,9 @@ def _half_voxel(affine):
     return shifted(affine, (0.5, 0, 0))
 
 
-@pytest.mark.parametrize("other_grid", [_rotated, _finer, _half_voxel], ids=["rotated", "other_spacing",
-                                                                             "sub_voxel_shift"])
+@pytest.mark.parametrize(
+    "other_grid", [_rotated, _finer, _half_voxel], ids=["rotated", "other_spacing", "sub_voxel_shift"]
+)
 def test_another_grid_is_refused_naming_the_file(reference, other_grid):
     volume, tissues = reference
     with pytest.raises(InputError) as info:

@@ -1,4 +1,5 @@
 """Label PNGs are palette images: viewable in colour, and read back as the same label values."""
+
 import numpy as np
 from PIL import Image
 
@@ -11,7 +12,7 @@ from unsupervised_seg.io.png import read_raster_labels, write_png
 def test_palette_png_round_trip_and_colours(tmp_path):
     labels = np.zeros((40, 60), np.int32)
     for k in range(1, 14):  # 13 labels: more than the palette's 12 distinct colours, so it cycles
-        labels[(k - 1) * 3:(k - 1) * 3 + 3, k:] = k
+        labels[(k - 1) * 3 : (k - 1) * 3 + 3, k:] = k
     path = tmp_path / "labels.png"
     write_png(labels, path)
     with Image.open(path) as image:
@@ -32,8 +33,11 @@ def test_save_labels_png_is_palette_and_reads_back_as_scribbles(tmp_path):
     from skimage import data
 
     volume = Volume.from_array(data.camera()[::4, ::4].astype(np.float32))
-    labels = (np.arange(volume.spatial_shape[1])[None] * 5 // volume.spatial_shape[1] + 1).repeat(
-        volume.spatial_shape[0], 0).astype(np.int64)
+    labels = (
+        (np.arange(volume.spatial_shape[1])[None] * 5 // volume.spatial_shape[1] + 1)
+        .repeat(volume.spatial_shape[0], 0)
+        .astype(np.int64)
+    )
     path = save_labels(labels, volume, tmp_path / "camera_labels.png")
     with Image.open(path) as image:
         assert image.mode == "P"

@@ -3,6 +3,7 @@
 A thin face over ``unsupervised_seg.api``: the parser (parser.py), the reporter (reporter.py) and the
 commands below. Heavy modules (torch, MONAI, the engine) are imported only when a command runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def parse_class_names(text: Optional[str]) -> Dict[int, str]:
             raise ValueError("not an object")
         return {int(k): str(v) for k, v in names.items()}
     except ValueError as exc:
-        raise InputError(f"--class-names must map class ids to names, e.g. '{{\"1\": \"liver\"}}' ({exc})",
-                         source) from None
+        raise InputError(
+            f'--class-names must map class ids to names, e.g. \'{{"1": "liver"}}\' ({exc})', source
+        ) from None
 
 
 def _check_segment_options(args, parser) -> None:
@@ -57,22 +59,42 @@ def cmd_segment(args, reporter: Reporter, parser) -> int:
     _check_segment_options(args, parser)
     options = engine_overrides(args)
     if args.sequence:
-        api.segment_sequence_files(args.inputs[0], args.output, args.mask, args.format, overwrite=args.overwrite,
-                                   warm_max_iter=args.warm_max_iter, progress=reporter, **options)
+        api.segment_sequence_files(
+            args.inputs[0],
+            args.output,
+            args.mask,
+            args.format,
+            overwrite=args.overwrite,
+            warm_max_iter=args.warm_max_iter,
+            progress=reporter,
+            **options,
+        )
     else:
-        api.segment_files(args.inputs, args.output, args.scribbles, args.mask, args.format,
-                          overwrite=args.overwrite, model=args.model, init_model=args.init_model,
-                          save_model=args.save_model, class_names=parse_class_names(args.class_names),
-                          reference_scribbles=args.reference_scribbles, series_uid=args.series_uid,
-                          progress=reporter, **options)
+        api.segment_files(
+            args.inputs,
+            args.output,
+            args.scribbles,
+            args.mask,
+            args.format,
+            overwrite=args.overwrite,
+            model=args.model,
+            init_model=args.init_model,
+            save_model=args.save_model,
+            class_names=parse_class_names(args.class_names),
+            reference_scribbles=args.reference_scribbles,
+            series_uid=args.series_uid,
+            progress=reporter,
+            **options,
+        )
     return 1 if reporter.failures else 0
 
 
 def cmd_train(args, reporter: Reporter, parser) -> int:
     from .. import api
 
-    api.train_files(args.images, args.output, args.mask, overwrite=args.overwrite, progress=reporter,
-                    **engine_overrides(args))
+    api.train_files(
+        args.images, args.output, args.mask, overwrite=args.overwrite, progress=reporter, **engine_overrides(args)
+    )
     return 1 if reporter.failures else 0
 
 

@@ -1,4 +1,5 @@
 """``unsupervised-seg demo``: segment the bundled MNI152 sample, write labels and an overlay, report Dice."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """The command line's parser: ``unsupervised-seg segment | train | demo``. Imports nothing heavy, so that
 ``--help`` and usage errors answer at once."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,29 +31,49 @@ stages fit, predict, done, written, error), or --progress none."""
 _ENGINE_OPTIONS = {
     "min_labels": ("--min-labels", int, "K", "stop when at most K labels remain", "min_labels"),
     "n_labels": ("--n-labels", int, "K", "exactly K output labels (most similar clusters merged)", "n_labels"),
-    "min_cluster_fraction": ("--min-cluster-fraction", float, "F", "a cluster holding less than this share of the "
-                             "ROI joins the larger one of nearest mean intensity (0: keep every cluster)", "min_cluster_fraction"),
+    "min_cluster_fraction": (
+        "--min-cluster-fraction",
+        float,
+        "F",
+        "a cluster holding less than this share of the "
+        "ROI joins the larger one of nearest mean intensity (0: keep every cluster)",
+        "min_cluster_fraction",
+    ),
     "max_iter": ("--max-iter", int, "N", "at most N optimisation steps", "max_iter"),
-    "clusters": ("--clusters", int, "Q", "upper bound on clusters (network output channels; 32, --reference-defaults 100)",
-                 "n_clusters"),
+    "clusters": (
+        "--clusters",
+        int,
+        "Q",
+        "upper bound on clusters (network output channels; 32, --reference-defaults 100)",
+        "n_clusters",
+    ),
     "seed": ("--seed", int, "S", "random seed (same seed, same result)", "seed"),
     "device": ("--device", str, "DEV", "auto, cpu, cuda or cuda:N", "device"),
-    "foreground": ("--foreground", str, "auto|none", "without a mask, auto clusters the anatomy only (padding and "
-                   "the dark space around it get label 0); none clusters the whole image (3D default: auto, "
-                   "2D: none)", "foreground"),
+    "foreground": (
+        "--foreground",
+        str,
+        "auto|none",
+        "without a mask, auto clusters the anatomy only (padding and "
+        "the dark space around it get label 0); none clusters the whole image (3D default: auto, "
+        "2D: none)",
+        "foreground",
+    ),
 }
 
 
-REFERENCE_DEFAULTS_HELP = ("the reference code's exact settings (Kim, Kanezaki & Tanaka 2020: 100 clusters, no "
-                           "initial clustering, constant learning rate, full resolution, no convergence stop) "
-                           "instead of the faster defaults; the merge of tiny clusters stays: add "
-                           "--min-cluster-fraction 0 for none")
+REFERENCE_DEFAULTS_HELP = (
+    "the reference code's exact settings (Kim, Kanezaki & Tanaka 2020: 100 clusters, no "
+    "initial clustering, constant learning rate, full resolution, no convergence stop) "
+    "instead of the faster defaults; the merge of tiny clusters stays: add "
+    "--min-cluster-fraction 0 for none"
+)
 
 
 def engine_overrides(args) -> dict:
     """SegmentationConfig fields the user set on the command line (defaults stay in engine/config.py)."""
-    options = {spec[4]: getattr(args, name) for name, spec in _ENGINE_OPTIONS.items()
-               if getattr(args, name, None) is not None}
+    options = {
+        spec[4]: getattr(args, name) for name, spec in _ENGINE_OPTIONS.items() if getattr(args, name, None) is not None
+    }
     if getattr(args, "reference_defaults", None):
         options["reference_defaults"] = True
     return options
@@ -68,43 +89,72 @@ def _engine_options(parser, names=tuple(_ENGINE_OPTIONS), reference_defaults: bo
             text += f" (default: {default})"
         group.add_argument(flag, dest=name, type=kind, metavar=metavar, default=None, help=text)
     if reference_defaults:
-        group.add_argument("--reference-defaults", dest="reference_defaults", action="store_true", default=None,
-                           help=REFERENCE_DEFAULTS_HELP)
+        group.add_argument(
+            "--reference-defaults",
+            dest="reference_defaults",
+            action="store_true",
+            default=None,
+            help=REFERENCE_DEFAULTS_HELP,
+        )
 
 
 def _run_options(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
-                        help="bar: on a terminal (off in CI); json: one JSON object per line on stdout "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="bar: on a terminal (off in CI); json: one JSON object per line on stdout (default: %(default)s)",
+    )
 
 
 def build_parser(handlers: dict) -> argparse.ArgumentParser:
     """The parser; ``handlers`` maps each command name to the function that runs it."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Segment images and 3D medical volumes without "
-                                     "training data (Kim, Kanezaki & Tanaka, IEEE TIP 2020).")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Segment images and 3D medical volumes without "
+        "training data (Kim, Kanezaki & Tanaka, IEEE TIP 2020).",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    seg = commands.add_parser("segment", help="segment images, volumes or folders of them", description=SEGMENT_HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    seg = commands.add_parser(
+        "segment",
+        help="segment images, volumes or folders of them",
+        description=SEGMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     seg.add_argument("inputs", nargs="+", metavar="IN", help="image file, DICOM series folder or folder of images")
     seg.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (one input) or folder")
     seg.add_argument("--scribbles", metavar="S", help="scribble file (one input) or folder of <stem>_scribbles files")
-    seg.add_argument("--reference-scribbles", action="store_true",
-                     help="scribbles use the reference code's convention: 255 = unlabelled, v = class v + 1")
-    seg.add_argument("--mask", metavar="M", help="ROI mask file (one input) or folder of <stem>_mask files "
-                                                 "(default: <stem>_mask.<ext> beside the image, if present)")
-    seg.add_argument("--format", choices=tuple(FORMAT_EXTENSIONS),
-                     help="output format (default: from OUT's extension, else nifti; png for 2D raster images)")
-    seg.add_argument("--class-names", metavar="JSON",
-                     help='names of scribble classes: \'{"1": "liver"}\' or a .json file')
+    seg.add_argument(
+        "--reference-scribbles",
+        action="store_true",
+        help="scribbles use the reference code's convention: 255 = unlabelled, v = class v + 1",
+    )
+    seg.add_argument(
+        "--mask",
+        metavar="M",
+        help="ROI mask file (one input) or folder of <stem>_mask files "
+        "(default: <stem>_mask.<ext> beside the image, if present)",
+    )
+    seg.add_argument(
+        "--format",
+        choices=tuple(FORMAT_EXTENSIONS),
+        help="output format (default: from OUT's extension, else nifti; png for 2D raster images)",
+    )
+    seg.add_argument(
+        "--class-names", metavar="JSON", help='names of scribble classes: \'{"1": "liver"}\' or a .json file'
+    )
     seg.add_argument("--series-uid", metavar="UID", help="DICOM folders: the series to read")
     seg.add_argument("--save-model", metavar="P", help="save the fitted model (one input) for --init-model / --model")
     seg.add_argument("--init-model", metavar="P", help="warm start: continue fitting from a saved model")
     seg.add_argument("--model", metavar="P", help="reference mode: predict with a trained model, no fitting")
-    seg.add_argument("--sequence", action="store_true",
-                     help="IN is a 4D NIfTI (time last) or a folder of frames; each frame warm-starts the next")
+    seg.add_argument(
+        "--sequence",
+        action="store_true",
+        help="IN is a 4D NIfTI (time last) or a folder of frames; each frame warm-starts the next",
+    )
     seg.add_argument("--warm-max-iter", type=int, metavar="N", help="--sequence: steps for frames after the first")
     _engine_options(seg)
     _run_options(seg)
@@ -113,15 +163,20 @@ def build_parser(handlers: dict) -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="reference mode: train one network on a set of images")
     train.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     train.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (e.g. model.pt)")
-    train.add_argument("--mask", metavar="M", help="ROI mask for all images, or folder of <stem>_mask files "
-                                                   "(default: <stem>_mask.<ext> beside each image, if present)")
+    train.add_argument(
+        "--mask",
+        metavar="M",
+        help="ROI mask for all images, or folder of <stem>_mask files "
+        "(default: <stem>_mask.<ext> beside each image, if present)",
+    )
     _engine_options(train)
     _run_options(train)
     train.set_defaults(handler=handlers["train"])
 
     demo = commands.add_parser("demo", help="segment the bundled MNI152 sample; write labels and a PNG overlay")
-    demo.add_argument("-o", "--output", default="demo_output", metavar="DIR",
-                      help="output folder (default: %(default)s)")
+    demo.add_argument(
+        "-o", "--output", default="demo_output", metavar="DIR", help="output folder (default: %(default)s)"
+    )
     _engine_options(demo, ("max_iter", "seed", "device"), reference_defaults=False)
     _run_options(demo)
     demo.set_defaults(handler=handlers["demo"])

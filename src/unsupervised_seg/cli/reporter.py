@@ -1,4 +1,5 @@
 """Where the command line's progress, results and errors go."""
+
 from __future__ import annotations
 
 import json
@@ -51,9 +52,15 @@ class Reporter:
         elif isinstance(event, Written):
             self.close()
             if self.mode != "json":
-                print(f"wrote {event.path}" + (f" ({summary_text(event.extra)})" if "n_labels" in event.extra
-                                               or "images" in event.extra or "frames" in event.extra else ""),
-                      flush=True)
+                print(
+                    f"wrote {event.path}"
+                    + (
+                        f" ({summary_text(event.extra)})"
+                        if "n_labels" in event.extra or "images" in event.extra or "frames" in event.extra
+                        else ""
+                    ),
+                    flush=True,
+                )
         elif isinstance(event, Result) and self.mode != "json":
             print(event.extra.get("text", ""), flush=True)
 
@@ -82,8 +89,13 @@ class Reporter:
 
             name = Path(str(event.extra.get("input", ""))).name
             self.phase = event.phase
-            self.bar = tqdm(total=100, desc=f"{name} {event.phase}".strip(), file=sys.stderr, leave=False,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+            self.bar = tqdm(
+                total=100,
+                desc=f"{name} {event.phase}".strip(),
+                file=sys.stderr,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
+            )
         self.bar.n = round(100 * (event.fraction or 0.0), 1)
         changed = "" if event.changed is None else f"{event.changed:.3f}/{event.tolerance}"
         self.bar.set_postfix(it=event.iteration, labels=event.n_labels, changed=changed or None, refresh=False)
@@ -102,5 +114,7 @@ def summary_text(info: dict) -> str:
         return f"trained on {images} image{'s' if images != 1 else ''}, {info['iterations']} iterations"
     if "frames" in info:
         return f"{info['frames']} frames, {info['iterations']} iterations, {info['seconds']:.1f} s"
-    return (f"{info['n_labels']} labels, {info['iterations']} iterations, stopped: {info['stop_reason']}, "
-            f"{info['seconds']:.1f} s on {info['device']}")
+    return (
+        f"{info['n_labels']} labels, {info['iterations']} iterations, stopped: {info['stop_reason']}, "
+        f"{info['seconds']:.1f} s on {info['device']}"
+    )

@@ -4,6 +4,7 @@ Every event turns into one flat JSON-able dict with a "stage" key (``to_dict``) 
 the command line's ``--progress json`` writes these dicts one per line, and the Slicer module reads them
 from its background process. Unknown keys are kept in ``extra`` so that newer writers stay readable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields

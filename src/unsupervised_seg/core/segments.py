@@ -1,13 +1,23 @@
 """Names and colours of output segments, shared by every writer and face (seg.nrrd, DICOM SEG, Slicer)."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
 # Distinguishable colours (RGB 0..1) for labels 1, 2, ...; cycles past the end.
 PALETTE = [
-    (0.90, 0.10, 0.10), (0.10, 0.60, 0.90), (0.95, 0.80, 0.10), (0.20, 0.75, 0.30), (0.60, 0.30, 0.80),
-    (1.00, 0.55, 0.10), (0.10, 0.80, 0.75), (0.95, 0.45, 0.70), (0.55, 0.40, 0.20), (0.50, 0.50, 0.50),
-    (0.70, 0.90, 0.30), (0.20, 0.30, 0.70),
+    (0.90, 0.10, 0.10),
+    (0.10, 0.60, 0.90),
+    (0.95, 0.80, 0.10),
+    (0.20, 0.75, 0.30),
+    (0.60, 0.30, 0.80),
+    (1.00, 0.55, 0.10),
+    (0.10, 0.80, 0.75),
+    (0.95, 0.45, 0.70),
+    (0.55, 0.40, 0.20),
+    (0.50, 0.50, 0.50),
+    (0.70, 0.90, 0.30),
+    (0.20, 0.30, 0.70),
 ]
 
 
@@ -23,8 +33,11 @@ def segment_name(label: int, class_names: Optional[Dict[int, str]] = None) -> st
     return f"Cluster {int(label)}"
 
 
-def segment_table(labels_present: Sequence[int], class_names: Optional[Dict[int, str]] = None,
-                  class_colors: Optional[Dict[int, tuple]] = None) -> List[dict]:
+def segment_table(
+    labels_present: Sequence[int],
+    class_names: Optional[Dict[int, str]] = None,
+    class_colors: Optional[Dict[int, tuple]] = None,
+) -> List[dict]:
     """One entry per non-zero label: {"value", "name", "color"}, in label order.
 
     class_colors overrides the palette for given labels (e.g. the colours of the user's scribble segments).

@@ -1,4 +1,5 @@
 """The Volume the engine works on, its validation and intensity normalisation."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -61,7 +62,9 @@ def validate_volume(volume: Volume) -> None:
     if data.ndim not in (3, 4):
         raise InputError(
             f"expected a 2D or 3D image with a channel axis, got array of shape {data.shape} "
-            f"({data.ndim - 1} spatial dimensions; 4D series need sequence mode)", src)
+            f"({data.ndim - 1} spatial dimensions; 4D series need sequence mode)",
+            src,
+        )
     if min(volume.spatial_shape) < 2:
         raise InputError(f"image is too small to segment: spatial shape {volume.spatial_shape}", src)
     if len(volume.spacing) != volume.spatial_dims:

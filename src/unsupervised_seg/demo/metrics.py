@@ -1,4 +1,5 @@
 """Segmentation quality with one-to-one (Hungarian) matching of clusters to classes."""
+
 from __future__ import annotations
 
 from typing import Optional

@@ -3,6 +3,7 @@
 3D planes are shown in RAS display orientation when the volume has an affine (superior up,
 anterior up in the axial plane, the subject's left on the left), with square pixels in mm.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

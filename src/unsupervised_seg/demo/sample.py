@@ -3,6 +3,7 @@
 Tissue labels: 0 outside the brain mask, 1 = CSF, 2 = grey matter, 3 = white matter, the
 argmax of (1 - GM - WM, GM, WM) from the template's probability maps. See data/LICENSE-MNI152.txt.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,4 +49,3 @@ def load_sample():
     mask = np.asarray(nib.load(SAMPLE_MASK).dataobj) > 0
     tissues = np.asarray(nib.load(SAMPLE_TISSUES).dataobj).astype(np.uint8)
     return volume, mask, tissues
-

@@ -28,6 +28,7 @@ A class that gets no stroke at all raises ValueError. ``corrective_stroke`` draw
 through the largest error of a segmentation (the "user corrects one class" step of the refinement
 benchmark).
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -113,11 +114,21 @@ def _plane(array: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.moveaxis(array, axis, 0)[index]
 
 
-def scribbles_from_truth(truth: np.ndarray, roi: np.ndarray, spacing: Sequence[float], axis: int = 2,
-                         fractions: Sequence[float] = (0.35, 0.5, 0.65), erode_mm: float = 2.0,
-                         strokes_per_class: int = 2, stroke_mm: float = 40.0, style: str = "centreline",
-                         short_mm: float = 10.0, long_mm: float = 120.0, sparse_voxels: int = 30,
-                         sparse_class: Optional[int] = None) -> np.ndarray:
+def scribbles_from_truth(
+    truth: np.ndarray,
+    roi: np.ndarray,
+    spacing: Sequence[float],
+    axis: int = 2,
+    fractions: Sequence[float] = (0.35, 0.5, 0.65),
+    erode_mm: float = 2.0,
+    strokes_per_class: int = 2,
+    stroke_mm: float = 40.0,
+    style: str = "centreline",
+    short_mm: float = 10.0,
+    long_mm: float = 120.0,
+    sparse_voxels: int = 30,
+    sparse_class: Optional[int] = None,
+) -> np.ndarray:
     """Strokes for every class of ``truth`` on a few slices across ``axis``, drawn in ``style`` (see STYLES
     and the module docstring).
 
@@ -146,8 +157,10 @@ def scribbles_from_truth(truth: np.ndarray, roi: np.ndarray, spacing: Sequence[f
 
     if style == "imbalanced":  # the slice where the smallest class's longest centre line is longest, middle first
         middle = len(slices) // 2
-        reach = {index: max((int(p.sum()) for p in _skeleton_pieces(region(index, smallest), erode_px)), default=0)
-                 for index in slices}
+        reach = {
+            index: max((int(p.sum()) for p in _skeleton_pieces(region(index, smallest), erode_px)), default=0)
+            for index in slices
+        }
         short_slice = max([slices[middle]] + slices, key=lambda i: reach[i])
     for index in slices:
         plane = _plane(scribbles, axis, index)
@@ -190,8 +203,16 @@ def _add_sparse(scribbles, region, slices, axis, k, erode_px, n_voxels) -> None:
                 left -= len(run)
 
 
-def corrective_stroke(scribbles: np.ndarray, truth: np.ndarray, labels: np.ndarray, roi: np.ndarray,
-                      spacing: Sequence[float], class_id: int, axis: int = 2, stroke_mm: float = 40.0) -> np.ndarray:
+def corrective_stroke(
+    scribbles: np.ndarray,
+    truth: np.ndarray,
+    labels: np.ndarray,
+    roi: np.ndarray,
+    spacing: Sequence[float],
+    class_id: int,
+    axis: int = 2,
+    stroke_mm: float = 40.0,
+) -> np.ndarray:
     """A copy of ``scribbles`` (X, Y, Z) with one stroke of ``class_id`` where a segmentation got it wrong.
 
     The stroke is the centre line (skeleton, at most ``stroke_mm`` long) of the largest 2-D region, over

@@ -1,4 +1,5 @@
 """Every hyper-parameter of the engine, with its default. Defaults live only here."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -13,15 +14,36 @@ from ..core.errors import InputError
 # code's own result 0.39 with a 3-cluster Gaussian mixture, 0.49-0.54 with 8 clusters, 0.65 without); with n_labels
 # (a known number of classes, e.g. tissues on an MRI slice) a Gaussian mixture of that many is the start, as in 3D
 # (MNI152 axial slices: Dice 0.69 without, above GMM / KMeans / Otsu with). See benchmarks/RESULTS_2D.md.
-DEFAULTS_2D = {"n_clusters": 32, "init": "none", "init_iter": 0, "lr_half_life": 25, "coarse_voxels": 50_000,
-               "convergence_tol": 0.005, "foreground": "none"}
+DEFAULTS_2D = {
+    "n_clusters": 32,
+    "init": "none",
+    "init_iter": 0,
+    "lr_half_life": 25,
+    "coarse_voxels": 50_000,
+    "convergence_tol": 0.005,
+    "foreground": "none",
+}
 DEFAULTS_2D_N_LABELS = {"init": "gmm", "init_iter": 100}  # 2D with n_labels set
-DEFAULTS_3D = {"n_clusters": 32, "init": "auto", "init_iter": 100, "lr_half_life": 25, "coarse_voxels": 300_000,
-               "foreground": "auto", "convergence_tol": 0.005}
+DEFAULTS_3D = {
+    "n_clusters": 32,
+    "init": "auto",
+    "init_iter": 100,
+    "lr_half_life": 25,
+    "coarse_voxels": 300_000,
+    "foreground": "auto",
+    "convergence_tol": 0.005,
+}
 # reference_defaults=True: the reference code's settings (Kim, Kanezaki & Tanaka 2020, demo.py), in 2D and 3D:
 # 100 channels, random start, constant learning rate, full resolution, no convergence stop (max_iter or min_labels).
-REFERENCE_DEFAULTS = {"n_clusters": 100, "init": "none", "init_iter": 0, "lr_half_life": 0, "coarse_voxels": 0,
-                      "convergence_tol": 0.0, "foreground": "none"}
+REFERENCE_DEFAULTS = {
+    "n_clusters": 100,
+    "init": "none",
+    "init_iter": 0,
+    "lr_half_life": 0,
+    "coarse_voxels": 0,
+    "convergence_tol": 0.0,
+    "foreground": "none",
+}
 
 
 @dataclass
@@ -76,7 +98,6 @@ class SegmentationConfig:
 
     def __post_init__(self):
 
-
         if self.n_clusters is not None and self.n_clusters < 2:
             raise InputError(f"n_clusters must be >= 2, got {self.n_clusters}")
         if self.n_conv < 1:
@@ -113,7 +134,6 @@ class SegmentationConfig:
 
     def replace(self, **changes) -> SegmentationConfig:
         """A copy with some fields changed (unknown names raise InputError)."""
-
 
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known

@@ -1,4 +1,5 @@
 """Where the engine computes: device choice and the memory a training step may use there."""
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ Padding: voxels at the image's minimum when that value lies far below the rest (
 CT's field of view), or at a known padding value (DICOM PixelPaddingValue in ``volume.meta``).
 When nothing dark surrounds the anatomy (it fills most of its grid's border), nothing is left out.
 """
+
 from __future__ import annotations
 
 from typing import Optional

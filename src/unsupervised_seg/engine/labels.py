@@ -1,4 +1,5 @@
 """From response channels to output labels: scribble classes first, merging, stable order."""
+
 from __future__ import annotations
 
 from typing import Any, List, Optional
@@ -15,9 +16,16 @@ def _channel_means(channel_labels: np.ndarray, intensity: np.ndarray, roi: np.nd
     return present, counts[present], sums[present] / counts[present, None]
 
 
-def assign_labels(channel_labels: np.ndarray, intensity: np.ndarray, roi: np.ndarray, n_clusters: int,
-                  n_scribble_classes: int = 0, n_labels: Optional[int] = None,
-                  previous: Optional[np.ndarray] = None, min_fraction: float = 0.0) -> np.ndarray:
+def assign_labels(
+    channel_labels: np.ndarray,
+    intensity: np.ndarray,
+    roi: np.ndarray,
+    n_clusters: int,
+    n_scribble_classes: int = 0,
+    n_labels: Optional[int] = None,
+    previous: Optional[np.ndarray] = None,
+    min_fraction: float = 0.0,
+) -> np.ndarray:
     """Map every response channel to an output label.
 
     channel_labels: (*spatial) argmax channel ids; intensity: (C, *spatial) normalised image;

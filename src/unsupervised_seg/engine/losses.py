@@ -1,4 +1,5 @@
 """Losses of differentiable feature clustering: similarity, spatial continuity, scribbles."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -8,8 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def similarity_loss(response: torch.Tensor, pseudo_labels: torch.Tensor, weight: Optional[torch.Tensor] = None,
-                    class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+def similarity_loss(
+    response: torch.Tensor,
+    pseudo_labels: torch.Tensor,
+    weight: Optional[torch.Tensor] = None,
+    class_weights: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Cross-entropy of the response (logits) against the argmax pseudo-labels.
 
     response: (B, q, *spatial); pseudo_labels: (B, *spatial) long; weight: (B, *spatial) float,
@@ -82,14 +87,25 @@ def scribble_loss(response: torch.Tensor, scribbles: torch.Tensor) -> torch.Tens
 class ClusteringLoss(nn.Module):
     """L = mu * L_sim + nu * L_con + lambda * L_scr (Kim, Kanezaki & Tanaka 2020, eq. 4; mu, nu, lambda), returning the parts too."""
 
-    def __init__(self, sim_weight: float = 1.0, con_weight: float = 1.0, scr_weight: float = 0.5,
-                 spacing: Optional[Sequence[float]] = None):
+    def __init__(
+        self,
+        sim_weight: float = 1.0,
+        con_weight: float = 1.0,
+        scr_weight: float = 0.5,
+        spacing: Optional[Sequence[float]] = None,
+    ):
         super().__init__()
         self.sim_weight, self.con_weight, self.scr_weight = sim_weight, con_weight, scr_weight
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
 
-    def forward(self, response: torch.Tensor, pseudo_labels: torch.Tensor, roi: Optional[torch.Tensor] = None,
-                scribbles: Optional[torch.Tensor] = None, class_weights: Optional[torch.Tensor] = None) -> dict:
+    def forward(
+        self,
+        response: torch.Tensor,
+        pseudo_labels: torch.Tensor,
+        roi: Optional[torch.Tensor] = None,
+        scribbles: Optional[torch.Tensor] = None,
+        class_weights: Optional[torch.Tensor] = None,
+    ) -> dict:
         """response (B, q, *spatial); pseudo_labels, scribbles (B, *spatial) long; roi (B, *spatial) bool.
 
         Returns {"loss", "similarity", "continuity", "scribble"} scalars.

@@ -1,4 +1,5 @@
 """ClusteringNet: the reference architecture of Kim, Kanezaki & Tanaka (2020), in 2D or 3D."""
+
 from __future__ import annotations
 
 import torch
@@ -21,11 +22,19 @@ class ClusteringNet(nn.Module):
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         conv, norm = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims]
-        self.spatial_dims, self.in_channels, self.n_clusters, self.n_conv = spatial_dims, in_channels, n_clusters, n_conv
+        self.spatial_dims, self.in_channels, self.n_clusters, self.n_conv = (
+            spatial_dims,
+            in_channels,
+            n_clusters,
+            n_conv,
+        )
         blocks = []
         for i in range(n_conv):
-            blocks += [conv(in_channels if i == 0 else n_clusters, n_clusters, 3, padding=1),
-                       nn.ReLU(inplace=True), norm(n_clusters)]
+            blocks += [
+                conv(in_channels if i == 0 else n_clusters, n_clusters, 3, padding=1),
+                nn.ReLU(inplace=True),
+                norm(n_clusters),
+            ]
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(conv(n_clusters, n_clusters, 1), norm(n_clusters))
 
@@ -34,5 +43,6 @@ class ClusteringNet(nn.Module):
 
     def hyper_parameters(self) -> dict:
         """Constructor arguments, for saving and re-creating the network."""
-        return dict(spatial_dims=self.spatial_dims, in_channels=self.in_channels,
-                    n_clusters=self.n_clusters, n_conv=self.n_conv)
+        return dict(
+            spatial_dims=self.spatial_dims, in_channels=self.in_channels, n_clusters=self.n_clusters, n_conv=self.n_conv
+        )

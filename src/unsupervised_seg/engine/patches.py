@@ -1,4 +1,5 @@
 """Large volumes: random training patches, patch size from the memory available, sliding-window prediction."""
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,9 @@ class PatchSampler:
         return out
 
 
-def sliding_window_response(network: torch.nn.Module, image: torch.Tensor, patch_size: Sequence[int], cfg,
-                            device: torch.device) -> torch.Tensor:
+def sliding_window_response(
+    network: torch.nn.Module, image: torch.Tensor, patch_size: Sequence[int], cfg, device: torch.device
+) -> torch.Tensor:
     """Eval-mode response of ``network`` on image (1, C, *S) by overlapping patches with gaussian
     blending (MONAI SlidingWindowInferer); the full response is accumulated on the CPU.
     On CUDA out-of-memory the patch edge is halved and the prediction retried. Returns (q, *S)."""
@@ -70,9 +72,15 @@ def sliding_window_response(network: torch.nn.Module, image: torch.Tensor, patch
 
     size = tuple(patch_size)
     while True:
-        inferer = SlidingWindowInferer(roi_size=size, sw_batch_size=cfg.patch_batch, overlap=cfg.sw_overlap,
-                                       mode="gaussian", sw_device=device, device=torch.device("cpu"),
-                                       progress=False)
+        inferer = SlidingWindowInferer(
+            roi_size=size,
+            sw_batch_size=cfg.patch_batch,
+            overlap=cfg.sw_overlap,
+            mode="gaussian",
+            sw_device=device,
+            device=torch.device("cpu"),
+            progress=False,
+        )
         try:
             return inferer(image, network)[0]
         except torch.cuda.OutOfMemoryError:

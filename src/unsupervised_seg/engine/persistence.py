@@ -4,6 +4,7 @@ A model file from a colleague or a download is untrusted: loading one must never
 objects are therefore refused (torch's weights-only unpickler raises before anything is built), and a
 file of another format or version gets one clear error.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -20,31 +21,57 @@ VERSION = 1
 
 
 def _prepared_state(prep: Prepared) -> dict:
-    return {"image": prep.image, "scribbles": prep.scribbles, "roi": prep.roi, "targets": prep.targets,
-            "crop": [[s.start, s.stop] for s in prep.crop], "full_shape": list(prep.full_shape),
-            "full_roi": torch.from_numpy(np.ascontiguousarray(prep.full_roi)), "spacing": list(prep.spacing),
-            "n_scribble_classes": prep.n_scribble_classes}
+    return {
+        "image": prep.image,
+        "scribbles": prep.scribbles,
+        "roi": prep.roi,
+        "targets": prep.targets,
+        "crop": [[s.start, s.stop] for s in prep.crop],
+        "full_shape": list(prep.full_shape),
+        "full_roi": torch.from_numpy(np.ascontiguousarray(prep.full_roi)),
+        "spacing": list(prep.spacing),
+        "n_scribble_classes": prep.n_scribble_classes,
+    }
 
 
 def _prepared(state: dict) -> Prepared:
-    return Prepared(state["image"], state["scribbles"], state["roi"], state["targets"],
-                    tuple(slice(a, b) for a, b in state["crop"]), tuple(state["full_shape"]),
-                    state["full_roi"].numpy(), tuple(state["spacing"]), int(state["n_scribble_classes"]))
+    return Prepared(
+        state["image"],
+        state["scribbles"],
+        state["roi"],
+        state["targets"],
+        tuple(slice(a, b) for a, b in state["crop"]),
+        tuple(state["full_shape"]),
+        state["full_roi"].numpy(),
+        tuple(state["spacing"]),
+        int(state["n_scribble_classes"]),
+    )
 
 
 def cache_state(cache: Optional[RefineCache]) -> Optional[dict]:
     if cache is None:
         return None
-    return {"key": cache.key, "n_scribble_classes": cache.n_scribble_classes, "level": cache.level,
-            "train": _prepared_state(cache.train), "full": _prepared_state(cache.full),
-            "full_features": cache.full_features}
+    return {
+        "key": cache.key,
+        "n_scribble_classes": cache.n_scribble_classes,
+        "level": cache.level,
+        "train": _prepared_state(cache.train),
+        "full": _prepared_state(cache.full),
+        "full_features": cache.full_features,
+    }
 
 
 def cache_from_state(state: Optional[dict]) -> Optional[RefineCache]:
     if state is None:
         return None
-    return RefineCache(state["key"], int(state["n_scribble_classes"]), int(state["level"]),
-                       _prepared(state["train"]), _prepared(state["full"]), state["full_features"])
+    return RefineCache(
+        state["key"],
+        int(state["n_scribble_classes"]),
+        int(state["level"]),
+        _prepared(state["train"]),
+        _prepared(state["full"]),
+        state["full_features"],
+    )
 
 
 def write_state(state: dict, path) -> None:
@@ -61,12 +88,18 @@ def read_state(path) -> dict:
     except Exception as exc:  # pickled objects, corrupt or truncated files
         text = " ".join(str(exc).split())
         if "weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text:
-            raise InputError("refused: the file holds Python objects, not just tensors and plain values (an old "
-                             "UnsupervisedSeg model or a foreign file; nothing in it was run)", path) from None
+            raise InputError(
+                "refused: the file holds Python objects, not just tensors and plain values (an old "
+                "UnsupervisedSeg model or a foreign file; nothing in it was run)",
+                path,
+            ) from None
         raise InputError(f"not a saved UnsupervisedSeg model ({exc.__class__.__name__}: {text[:200]})", path) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError("not a saved UnsupervisedSeg model (no format tag)", path)
     if state.get("version") != VERSION:
-        raise InputError(f"model file version {state.get('version')} is not supported (this engine reads "
-                         f"version {VERSION}); refit the model with this version", path)
+        raise InputError(
+            f"model file version {state.get('version')} is not supported (this engine reads "
+            f"version {VERSION}); refit the model with this version",
+            path,
+        )
     return state

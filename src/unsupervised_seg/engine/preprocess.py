@@ -1,4 +1,5 @@
 """Preprocessing of a Volume for the network: intensity normalisation, ROI crop, initial targets, coarse levels."""
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,9 @@ from .initialisation import initial_channels
 log = logging.getLogger(__name__)
 
 
-def normalise_intensity(volume: Volume, roi: Optional[np.ndarray], lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
+def normalise_intensity(
+    volume: Volume, roi: Optional[np.ndarray], lower: float = 0.5, upper: float = 99.5
+) -> np.ndarray:
     """Map each channel's [lower, upper] percentile inside the ROI to [0, 1], clipped.
 
     Works alike for CT (Hounsfield units) and MR (arbitrary units). Voxels outside the ROI
@@ -117,8 +120,9 @@ def prepare(volume: Volume, scribbles, mask, cfg: SegmentationConfig, targets: b
     if targets and cfg.init != "none" and cfg.init_iter > 0:  # warm starts too: new scribble classes need targets
         k = cfg.init_clusters or cfg.n_labels or cfg.min_labels
         crop_scr = None if scribbles is None else scribbles[crop]
-        prep.targets = torch.from_numpy(initial_channels(cfg.init, image[0].numpy(), roi_t[0].numpy(), k,
-                                                         crop_scr, n_classes, cfg.seed))[None]
+        prep.targets = torch.from_numpy(
+            initial_channels(cfg.init, image[0].numpy(), roi_t[0].numpy(), k, crop_scr, n_classes, cfg.seed)
+        )[None]
     return prep
 
 
@@ -141,8 +145,9 @@ def training_level(volume: Volume, scribbles, mask, coarse_voxels: int):
 def bounding_box(mask: np.ndarray, margin: int) -> tuple:
     """Slices of the bounding box of ``mask`` grown by ``margin`` voxels, clipped to the array."""
     coords = np.nonzero(mask)
-    return tuple(slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n))
-                 for c, n in zip(coords, mask.shape))
+    return tuple(
+        slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n)) for c, n in zip(coords, mask.shape)
+    )
 
 
 def in_roi(features: torch.Tensor, prep: Prepared) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """What a refinement reuses: the features of the last fitted volume, so that refitting it with more or
 fewer strokes (no new class) retrains only the pointwise clustering head, in a fraction of the first fit."""
+
 from __future__ import annotations
 
 import hashlib

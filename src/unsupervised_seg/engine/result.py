@@ -1,4 +1,5 @@
 """What a fit or prediction returns."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

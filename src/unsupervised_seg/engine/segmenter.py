@@ -4,6 +4,7 @@ The work is done by the modules beside this one (preprocess, training, refine, l
 the Segmenter holds the state between calls (network, optimiser, label mapping, refinement cache) and
 decides which phases run.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,15 @@ class Segmenter:
         self._cache: Optional[RefineCache] = None
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, volume: Volume, scribbles=None, mask=None, max_iter: Optional[int] = None,
-            progress: Optional[ProgressCallback] = None, keep_labels: bool = False) -> SegmentationResult:
+    def fit(
+        self,
+        volume: Volume,
+        scribbles=None,
+        mask=None,
+        max_iter: Optional[int] = None,
+        progress: Optional[ProgressCallback] = None,
+        keep_labels: bool = False,
+    ) -> SegmentationResult:
         """Optimise the network on ``volume`` (warm-starting from any previous fit) and segment it.
 
         volume: Volume (C, *spatial); scribbles: (*spatial) int, 0 = unlabelled; mask: (*spatial) ROI.
@@ -73,12 +81,12 @@ class Segmenter:
         start = time.perf_counter()
         cfg = self._check(volume, scribbles, mask)
         max_iter = max_iter or cfg.max_iter
-        n_classes = scribble_classes(validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters,
-                                                        volume.source))
+        n_classes = scribble_classes(validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source))
         key, cache = volume_key(volume, mask), self._cache
         mask = self._roi(volume, scribbles, mask, cfg)
-        refining = (cache is not None and cache.key == key and 0 < n_classes <= cache.n_scribble_classes
-                    and not keep_labels)
+        refining = (
+            cache is not None and cache.key == key and 0 < n_classes <= cache.n_scribble_classes and not keep_labels
+        )
         history, stop_reason = [], "converged"
         if refining:
             log.info("%s: same volume, no new scribble class: refining the clustering head", volume.source)
@@ -88,8 +96,18 @@ class Segmenter:
         marked = strokes(cache.full, cache.full_features, scribbles, volume.spatial_dims)
         if marked is not None and cache.train is not None and (refining or cache.level > 0):
             # the head learns the strokes at full resolution (coarse training saw them block-pooled)
-            head_history, stop_reason = train(self.network.head, self.optimizer, [cache.train], cfg, HEAD, max_iter,
-                                              self.device, self.iterations_done, progress, marked)
+            head_history, stop_reason = train(
+                self.network.head,
+                self.optimizer,
+                [cache.train],
+                cfg,
+                HEAD,
+                max_iter,
+                self.device,
+                self.iterations_done,
+                progress,
+                marked,
+            )
             history += head_history
         channels = self._channels(cache.full, cache.full_features)
         self.channel_to_label = self._assign(channels, cache.full, cfg, keep_labels)
@@ -100,8 +118,7 @@ class Segmenter:
             progress(Done(len(history), result.n_labels, stop_reason))
         return result
 
-    def _fit_network(self, volume: Volume, scribbles, mask, cfg: SegmentationConfig, max_iter: int, key: str,
-                     progress):
+    def _fit_network(self, volume: Volume, scribbles, mask, cfg: SegmentationConfig, max_iter: int, key: str, progress):
         """Train the whole network (coarse to fine) and compute its features at full resolution.
 
         Returns (RefineCache of this fit, history, stop_reason); the cache is kept for refinements when the
@@ -110,8 +127,9 @@ class Segmenter:
         coarse, coarse_scribbles, coarse_mask, level = training_level(volume, scribbles, mask, cfg.coarse_voxels)
         prep = prepare(coarse, coarse_scribbles, coarse_mask, cfg)
         self._ensure_network(volume, cfg)
-        history, stop_reason = train(self.network, self.optimizer, [prep], cfg, NETWORK, max_iter, self.device,
-                                     self.iterations_done, progress)
+        history, stop_reason = train(
+            self.network, self.optimizer, [prep], cfg, NETWORK, max_iter, self.device, self.iterations_done, progress
+        )
         self.iterations_done += len(history)
         whole = prep.roi.numel() <= cfg.max_voxels  # else trained on patches: no head phase, no cache
         if whole:
@@ -128,8 +146,13 @@ class Segmenter:
         self._cache = fitted if keep else None
         return fitted, history, stop_reason
 
-    def fit_reference(self, volumes: Sequence[Volume], masks: Optional[Sequence] = None,
-                      max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None) -> List[dict]:
+    def fit_reference(
+        self,
+        volumes: Sequence[Volume],
+        masks: Optional[Sequence] = None,
+        max_iter: Optional[int] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> List[dict]:
         """Reference mode: train one network on several images (a step on each in turn), coarse to fine
         and with BatchNorm calibrated on all of them, as ``fit`` does for one.
 
@@ -147,8 +170,17 @@ class Segmenter:
         preps = [prepare(coarse, None, coarse_mask, cfg) for coarse, _, coarse_mask, _ in levels]
         self._ensure_network(volumes[0], cfg)
         self._cache = None
-        history, _ = train(self.network, self.optimizer, preps, cfg, NETWORK, max_iter or cfg.max_iter, self.device,
-                           self.iterations_done, progress)
+        history, _ = train(
+            self.network,
+            self.optimizer,
+            preps,
+            cfg,
+            NETWORK,
+            max_iter or cfg.max_iter,
+            self.device,
+            self.iterations_done,
+            progress,
+        )
         self.iterations_done += len(history)
         if all(p.roi.numel() <= cfg.max_voxels for p in preps):
             calibrate_batchnorm(self.network, [p.image.to(self.device) for p in preps])
@@ -156,8 +188,11 @@ class Segmenter:
         channels = self._channels(first, in_roi(self._features(first, cfg, progress), first))
         self.channel_to_label = self._assign(channels, first, cfg)
         if progress:
-            progress(Done(len(history), int(np.unique(self.channel_to_label[channels][first.roi[0].numpy()]).size),
-                          "trained"))
+            progress(
+                Done(
+                    len(history), int(np.unique(self.channel_to_label[channels][first.roi[0].numpy()]).size), "trained"
+                )
+            )
         return history
 
     def _check(self, volume: Volume, scribbles, mask) -> SegmentationConfig:
@@ -166,8 +201,11 @@ class Segmenter:
         validate_mask(mask, volume)
         net = self.network
         if net is not None and (volume.spatial_dims, volume.n_channels) != (net.spatial_dims, net.in_channels):
-            raise InputError(f"image has {volume.spatial_dims} spatial dims and {volume.n_channels} channels; the "
-                             f"network was made for {net.spatial_dims} and {net.in_channels}", volume.source)
+            raise InputError(
+                f"image has {volume.spatial_dims} spatial dims and {volume.n_channels} channels; the "
+                f"network was made for {net.spatial_dims} and {net.in_channels}",
+                volume.source,
+            )
         return self.config.resolved(volume.spatial_dims)
 
     @staticmethod
@@ -191,8 +229,16 @@ class Segmenter:
     def _assign(self, channel_labels: np.ndarray, prep: Prepared, cfg, keep: bool = False) -> np.ndarray:
         """Channel -> label mapping for a crop's argmax channels (see labels.assign_labels)."""
         previous = self.channel_to_label if keep else None
-        return assign_labels(channel_labels, prep.image[0].numpy(), prep.roi[0].numpy(), cfg.n_clusters,
-                             prep.n_scribble_classes, cfg.n_labels, previous, cfg.min_cluster_fraction)
+        return assign_labels(
+            channel_labels,
+            prep.image[0].numpy(),
+            prep.roi[0].numpy(),
+            cfg.n_clusters,
+            prep.n_scribble_classes,
+            cfg.n_labels,
+            previous,
+            cfg.min_cluster_fraction,
+        )
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -211,8 +257,12 @@ class Segmenter:
         """Argmax channels of the eval-mode head: (q, N) ROI features -> (*crop) int64, 0 outside the ROI."""
         self.network.eval()
         dims = self.network.spatial_dims
-        channels = torch.cat([self.network.head(pointwise(chunk.to(self.device), dims)).flatten(1).argmax(1).cpu()
-                              for chunk in roi_features.split(_HEAD_CHUNK, dim=1)])
+        channels = torch.cat(
+            [
+                self.network.head(pointwise(chunk.to(self.device), dims)).flatten(1).argmax(1).cpu()
+                for chunk in roi_features.split(_HEAD_CHUNK, dim=1)
+            ]
+        )
         crop = torch.zeros(prep.roi.shape[1:], dtype=torch.long)
         crop[prep.roi[0]] = channels
         return crop.numpy()
@@ -228,8 +278,9 @@ class Segmenter:
         self.channel_to_label = self._assign(channels, prep, cfg, keep=True)
         return self._result(channels, prep, 0, "predict", [], start)
 
-    def _result(self, channel_labels: np.ndarray, prep: Prepared, iterations, stop_reason, history,
-                start, scribbles=None) -> SegmentationResult:
+    def _result(
+        self, channel_labels: np.ndarray, prep: Prepared, iterations, stop_reason, history, start, scribbles=None
+    ) -> SegmentationResult:
         """Labels on the full grid; stroked ROI voxels keep the class the user gave them."""
         labels = np.zeros(prep.full_shape, np.int32)
         labels[prep.crop] = self.channel_to_label[channel_labels]
@@ -238,8 +289,9 @@ class Segmenter:
             labels = np.where(strokes > 0, strokes, labels).astype(np.int32)
         labels[~prep.full_roi] = 0
         n_labels = int(np.unique(labels[prep.full_roi]).size)
-        return SegmentationResult(labels, n_labels, iterations, stop_reason, history,
-                                  time.perf_counter() - start, str(self.device))
+        return SegmentationResult(
+            labels, n_labels, iterations, stop_reason, history, time.perf_counter() - start, str(self.device)
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
@@ -248,11 +300,18 @@ class Segmenter:
         ROI voxel: ~240 MB for a 1 mm brain)."""
         if self.network is None:
             raise InputError("nothing to save: the segmenter has not been fitted")
-        persistence.write_state({
-            "config": self.config.to_dict(), "network": self.network.hyper_parameters(),
-            "state_dict": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "channel_to_label": torch.from_numpy(np.asarray(self.channel_to_label, np.int64)),
-            "iterations_done": self.iterations_done, "refine_cache": persistence.cache_state(self._cache)}, path)
+        persistence.write_state(
+            {
+                "config": self.config.to_dict(),
+                "network": self.network.hyper_parameters(),
+                "state_dict": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "channel_to_label": torch.from_numpy(np.asarray(self.channel_to_label, np.int64)),
+                "iterations_done": self.iterations_done,
+                "refine_cache": persistence.cache_state(self._cache),
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path, device: Optional[str] = None) -> Segmenter:
@@ -276,15 +335,26 @@ class Segmenter:
         return seg
 
 
-def segment(volume: Volume, scribbles=None, mask=None, config: Optional[SegmentationConfig] = None,
-            progress: Optional[ProgressCallback] = None, **overrides) -> SegmentationResult:
+def segment(
+    volume: Volume,
+    scribbles=None,
+    mask=None,
+    config: Optional[SegmentationConfig] = None,
+    progress: Optional[ProgressCallback] = None,
+    **overrides,
+) -> SegmentationResult:
     """One-shot segmentation of ``volume`` (see Segmenter.fit)."""
     return Segmenter(config, **overrides).fit(volume, scribbles, mask, progress=progress)
 
 
-def segment_sequence(frames: Sequence[Volume], config: Optional[SegmentationConfig] = None, masks=None,
-                     warm_max_iter: Optional[int] = None, progress: Optional[ProgressCallback] = None,
-                     **overrides) -> List[SegmentationResult]:
+def segment_sequence(
+    frames: Sequence[Volume],
+    config: Optional[SegmentationConfig] = None,
+    masks=None,
+    warm_max_iter: Optional[int] = None,
+    progress: Optional[ProgressCallback] = None,
+    **overrides,
+) -> List[SegmentationResult]:
     """Sequence mode: frames (video, 4D time points) in order, each warm-started from the previous network.
 
     The channel -> label mapping of the first frame is kept, so a structure keeps its label over time.

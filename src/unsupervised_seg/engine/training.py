@@ -10,6 +10,7 @@ Stop rules, checked after every step: "min_labels" (the label count fell to the 
 while initialising), "converged" (fewer than ``convergence_tol`` of the ROI labels changed over the last
 ``convergence_window`` steps), else "max_iter".
 """
+
 from __future__ import annotations
 
 import math
@@ -71,9 +72,18 @@ class StopRules:
         return self.fraction
 
 
-def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, preps: Sequence[Prepared],
-          cfg: SegmentationConfig, phase: Phase, max_iter: int, device: torch.device, steps_done: int,
-          progress: Optional[ProgressCallback] = None, strokes=None) -> Tuple[List[dict], str]:
+def train(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    preps: Sequence[Prepared],
+    cfg: SegmentationConfig,
+    phase: Phase,
+    max_iter: int,
+    device: torch.device,
+    steps_done: int,
+    progress: Optional[ProgressCallback] = None,
+    strokes=None,
+) -> Tuple[List[dict], str]:
     """Run SGD steps of ``model`` in ``phase`` until a stop rule holds; returns (history, stop_reason).
 
     preps: the images in turn (one step each); for HEAD their images are features (1, q, *crop).
@@ -108,8 +118,12 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, preps: Seque
             parts["loss"] = parts["loss"] + cfg.scr_weight * parts["scribble"]
         parts["loss"].backward()
         optimizer.step()
-        record: Dict[str, Any] = {"iteration": it, "phase": phase.name, "n_labels": int(torch.unique(pseudo[roi]).numel()),
-                  **{k: float(v.detach()) for k, v in parts.items()}}
+        record: Dict[str, Any] = {
+            "iteration": it,
+            "phase": phase.name,
+            "n_labels": int(torch.unique(pseudo[roi]).numel()),
+            **{k: float(v.detach()) for k, v in parts.items()},
+        }
         history.append(record)
         stop = "min_labels" if rules.fell_to_min_labels(record["n_labels"], initialising) else None
         if stop is None and rules.is_check(it):
@@ -120,8 +134,14 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, preps: Seque
                 record["changed"] = changed
                 stop = "converged" if changed < cfg.convergence_tol else None
         if progress:
-            progress(FitStep(max_iter=max_iter, tolerance=cfg.convergence_tol,
-                             fraction=1.0 if stop else rules.progress(it, record.get("changed")), **record))
+            progress(
+                FitStep(
+                    max_iter=max_iter,
+                    tolerance=cfg.convergence_tol,
+                    fraction=1.0 if stop else rules.progress(it, record.get("changed")),
+                    **record,
+                )
+            )
         if stop:
             return history, stop
     return history, "max_iter"

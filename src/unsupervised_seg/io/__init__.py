@@ -14,6 +14,7 @@
 Label maps given on another grid than the image are rejected, except a sub-box of the same grid
 (a segmentation saved at its minimal extent), which is placed into the image's grid.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,20 +51,24 @@ def load_volume(path, series_uid: Optional[str] = None) -> Volume:
     ext = split_name(path)[1]
     if ext in NIFTI_EXTENSIONS:
         from .nifti import read_nifti
+
         return read_nifti(path)
     if ext == ".seg.nrrd":
         raise InputError("this is a segmentation (.seg.nrrd), not an image; pass it with --scribbles", path)
     if ext in ITK_EXTENSIONS:
         from .itk_image import read_itk
+
         return read_itk(path)
     if ext in RASTER_EXTENSIONS:
         from .png import read_raster
+
         return read_raster(path)
     if ext == ".dcm":
         raise InputError("a single DICOM file: pass the folder that holds the whole series", path)
     supported = ", ".join(NIFTI_EXTENSIONS + ITK_EXTENSIONS + RASTER_EXTENSIONS)
-    raise InputError(f"not a supported image file (extension '{ext or 'none'}'; supported: {supported}, "
-                     f"or a DICOM folder)", path)
+    raise InputError(
+        f"not a supported image file (extension '{ext or 'none'}'; supported: {supported}, or a DICOM folder)", path
+    )
 
 
 def load_frames(path) -> List[Volume]:
@@ -79,6 +84,7 @@ def load_frames(path) -> List[Volume]:
     if split_name(path)[1] not in NIFTI_EXTENSIONS:
         raise InputError("sequence mode needs a 4D NIfTI file or a folder of frames", path)
     from .nifti import read_nifti_frames
+
     return read_nifti_frames(path)
 
 
@@ -87,15 +93,21 @@ def _read_label_array(path, reference: Volume) -> Tuple[np.ndarray, Optional[np.
     ext = split_name(path)[1]
     if ext in NIFTI_EXTENSIONS:
         from .nifti import read_nifti_labels
+
         return read_nifti_labels(path)
     if ext in ITK_EXTENSIONS:
         from .itk_image import read_itk_labels
+
         return read_itk_labels(path)
     if ext in RASTER_EXTENSIONS:
         from .png import read_raster_labels
+
         return read_raster_labels(path), None
-    raise InputError(f"not a supported label map (extension '{ext or 'none'}'; supported: .seg.nrrd, "
-                     f"{', '.join(NIFTI_EXTENSIONS + ITK_EXTENSIONS)}, .png)", path)
+    raise InputError(
+        f"not a supported label map (extension '{ext or 'none'}'; supported: .seg.nrrd, "
+        f"{', '.join(NIFTI_EXTENSIONS + ITK_EXTENSIONS)}, .png)",
+        path,
+    )
 
 
 def load_scribbles(path, reference: Volume, reference_convention: bool = False) -> Tuple[np.ndarray, Dict[int, str]]:
@@ -105,6 +117,7 @@ def load_scribbles(path, reference: Volume, reference_convention: bool = False) 
         if reference_convention:
             raise InputError("the 255 = unlabelled convention applies to label images, not .seg.nrrd", path)
         from .seg_nrrd import read_seg_nrrd
+
         labels, names, _ = read_seg_nrrd(path, reference)
         return labels, names
     array, affine = _read_label_array(path, reference)
@@ -123,6 +136,7 @@ def load_mask(path, reference: Volume) -> np.ndarray:
     path = _existing(path)
     if split_name(path)[1] == ".seg.nrrd":
         from .seg_nrrd import read_seg_nrrd
+
         labels = read_seg_nrrd(path, reference)[0]
     else:
         array, affine = _read_label_array(path, reference)
@@ -136,15 +150,22 @@ def check_output_format(format: str, reference: Volume, path) -> None:
     """Raise InputError (naming ``path``) if labels of ``reference`` cannot be written as ``format``:
     called before any work, so that a run never fails after the fit."""
     if format == "png" and reference.spatial_dims != 2:
-        raise InputError(f"PNG holds 2D label maps; this image is {reference.spatial_dims}D (use .nii.gz, .nrrd "
-                         f"or .seg.nrrd)", path)
+        raise InputError(
+            f"PNG holds 2D label maps; this image is {reference.spatial_dims}D (use .nii.gz, .nrrd or .seg.nrrd)", path
+        )
     if format == "dicom-seg" and not reference.meta.get("dicom_datasets"):
         raise InputError("DICOM SEG output needs a DICOM series as input (the input was not read from DICOM)", path)
 
 
-def save_labels(labels: np.ndarray, reference: Volume, path, format: Optional[str] = None,
-                class_names: Optional[Dict[int, str]] = None, class_colors: Optional[Dict[int, tuple]] = None,
-                scribbled: bool = False) -> Path:
+def save_labels(
+    labels: np.ndarray,
+    reference: Volume,
+    path,
+    format: Optional[str] = None,
+    class_names: Optional[Dict[int, str]] = None,
+    class_colors: Optional[Dict[int, tuple]] = None,
+    scribbled: bool = False,
+) -> Path:
     """Write labels (*spatial) non-negative int on the reference's grid, atomically; returns the path.
 
     format: one of FORMATS, or None to take it from the extension. class_names / class_colors name and
@@ -154,8 +175,9 @@ def save_labels(labels: np.ndarray, reference: Volume, path, format: Optional[st
     path = Path(path)
     format = format or format_from_path(path)
     if format not in FORMAT_EXTENSIONS:
-        raise InputError(f"unknown output format (choose one of {', '.join(FORMATS)} or use a matching extension)",
-                         path)
+        raise InputError(
+            f"unknown output format (choose one of {', '.join(FORMATS)} or use a matching extension)", path
+        )
     labels = np.asarray(labels)
     if labels.shape != tuple(reference.spatial_shape):
         raise InputError(f"labels of shape {labels.shape} do not match the image {reference.spatial_shape}", path)
@@ -164,15 +186,19 @@ def save_labels(labels: np.ndarray, reference: Volume, path, format: Optional[st
     with atomic_output(path) as tmp:
         if format == "nifti":
             from .nifti import write_nifti
+
             write_nifti(labels, reference, tmp)
         elif format == "nrrd":
             from .itk_image import write_itk
+
             write_itk(labels, reference, tmp)
         elif format == "seg.nrrd":
             from .seg_nrrd import write_seg_nrrd
+
             write_seg_nrrd(labels, reference, tmp, class_names, class_colors)
         elif format == "png":
             from .png import write_png
+
             write_png(labels, tmp)
         else:
             try:
@@ -191,10 +217,19 @@ def save_label_series(labels: np.ndarray, reference: Volume, path) -> Path:
     if labels.shape[:-1] != tuple(reference.spatial_shape):
         raise InputError(f"labels of shape {labels.shape} do not match the frames {reference.spatial_shape}", path)
     from .nifti import write_nifti
+
     with atomic_output(path) as tmp:
         write_nifti(labels, reference, tmp)
     return path
 
 
-__all__ = ["FORMATS", "check_output_format", "load_frames", "load_mask", "load_scribbles", "load_volume", "save_label_series",
-           "save_labels"]
+__all__ = [
+    "FORMATS",
+    "check_output_format",
+    "load_frames",
+    "load_mask",
+    "load_scribbles",
+    "load_volume",
+    "save_label_series",
+    "save_labels",
+]

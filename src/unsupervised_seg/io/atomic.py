@@ -2,6 +2,7 @@
 
 A reader never sees a half-written file, and a failed write leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -13,6 +13,7 @@ Supported: single-frame series (any transfer syntax pydicom has a decoder for) a
 one multi-frame (enhanced) image, read with highdicom. Everything else is an InputError that names the
 file and the problem.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,11 +33,11 @@ SPACING_RTOL = 0.01
 ORIENTATION_ATOL = 1e-4
 # DICOM objects that are never image slices of a volume (they may sit beside a series, e.g. our own SEG output).
 NON_VOLUME_SOP_CLASSES = {
-    "1.2.840.10008.1.3.10",           # Media Storage Directory (DICOMDIR)
-    "1.2.840.10008.5.1.4.1.1.66.4",   # Segmentation
-    "1.2.840.10008.5.1.4.1.1.66.7",   # Label Map Segmentation
+    "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation
     "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
-    "1.2.840.10008.5.1.4.1.1.11.1",   # Grayscale Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
 }
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -60,8 +61,10 @@ def read_dicom_series(folder, series_uid: Optional[str] = None) -> Volume:
     if not series:
         raise InputError("no DICOM images found in the folder", folder)
     if series_uid is None and len(series) > 1:
-        raise InputError(f"the folder holds {len(series)} DICOM series, choose one with --series-uid: "
-                         + _describe_series(series), folder)
+        raise InputError(
+            f"the folder holds {len(series)} DICOM series, choose one with --series-uid: " + _describe_series(series),
+            folder,
+        )
     if series_uid is not None and series_uid not in series:
         raise InputError(f"series {series_uid} is not in the folder, which holds: " + _describe_series(series), folder)
     uid = series_uid if series_uid is not None else next(iter(series))
@@ -69,9 +72,11 @@ def read_dicom_series(folder, series_uid: Optional[str] = None) -> Volume:
     multiframe = [(p, ds) for p, ds in headers if int(ds.get("NumberOfFrames", 1) or 1) > 1]
     if multiframe:
         if len(headers) > 1:
-            raise InputError(f"series {uid} mixes a multi-frame file with {len(headers) - 1} other file(s); "
-                             "only a series of single-frame files or one multi-frame file can be read",
-                             multiframe[0][0])
+            raise InputError(
+                f"series {uid} mixes a multi-frame file with {len(headers) - 1} other file(s); "
+                "only a series of single-frame files or one multi-frame file can be read",
+                multiframe[0][0],
+            )
         volume = _read_multiframe(*multiframe[0])
     else:
         volume = _read_single_frames(headers)
@@ -99,8 +104,9 @@ def _scan_folder(folder: Path) -> Dict[str, List[tuple]]:
             if missing and "Image Storage" not in pydicom.uid.UID(sop_class).name:
                 continue  # a DICOM object without an image (SR, KOS, PDF...)
             if missing:
-                raise InputError(f"corrupt DICOM file: image without {', '.join(missing)} (truncated or damaged "
-                                 "header)", path)
+                raise InputError(
+                    f"corrupt DICOM file: image without {', '.join(missing)} (truncated or damaged header)", path
+                )
             series[str(header.SeriesInstanceUID)].append((path, header))
     return dict(series)
 
@@ -129,8 +135,10 @@ def _describe_series(series: Dict[str, List[tuple]]) -> str:
     parts = []
     for uid, items in series.items():
         ds = items[0][1]
-        parts.append(f"{uid} (#{ds.get('SeriesNumber', '?')} {ds.get('Modality', '?')} "
-                     f"'{ds.get('SeriesDescription', '')}', {len(items)} files)")
+        parts.append(
+            f"{uid} (#{ds.get('SeriesNumber', '?')} {ds.get('Modality', '?')} "
+            f"'{ds.get('SeriesDescription', '')}', {len(items)} files)"
+        )
     return "; ".join(parts)
 
 
@@ -138,8 +146,11 @@ def _geometry(path: Path, ds: pydicom.Dataset):
     """(position (3,), orientation (6,), pixel spacing (2,)) of a single-frame image, floats."""
     missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing") if k not in ds]
     if missing and "PerFrameFunctionalGroupsSequence" in ds:
-        raise InputError("a series of one-frame enhanced images is not supported (only a series of single-frame "
-                         "images or one multi-frame image)", path)
+        raise InputError(
+            "a series of one-frame enhanced images is not supported (only a series of single-frame "
+            "images or one multi-frame image)",
+            path,
+        )
     if missing:
         raise InputError(f"image has no {', '.join(missing)}: cannot place it in a 3D volume", path)
     try:
@@ -161,12 +172,18 @@ def _read_single_frames(headers: List[tuple]) -> Volume:
     shape0 = (int(ds0.Rows), int(ds0.Columns))
     for (path, ds), (_, orientation, spacing) in zip(headers, geometry):
         if not np.allclose(orientation, orientation0, atol=ORIENTATION_ATOL):
-            raise InputError(f"mixed slice orientations in one series: ImageOrientationPatient "
-                             f"{np.round(orientation, 4).tolist()} here, {np.round(orientation0, 4).tolist()} in "
-                             f"{path0.name}", path)
+            raise InputError(
+                f"mixed slice orientations in one series: ImageOrientationPatient "
+                f"{np.round(orientation, 4).tolist()} here, {np.round(orientation0, 4).tolist()} in "
+                f"{path0.name}",
+                path,
+            )
         if (int(ds.Rows), int(ds.Columns)) != shape0 or not np.allclose(spacing, spacing0, rtol=1e-4):
-            raise InputError(f"image size {int(ds.Rows)}x{int(ds.Columns)} with pixel spacing {spacing.tolist()} "
-                             f"differs from {shape0[0]}x{shape0[1]} with {spacing0.tolist()} in {path0.name}", path)
+            raise InputError(
+                f"image size {int(ds.Rows)}x{int(ds.Columns)} with pixel spacing {spacing.tolist()} "
+                f"differs from {shape0[0]}x{shape0[1]} with {spacing0.tolist()} in {path0.name}",
+                path,
+            )
     if len(headers) < 2:
         raise InputError("the series has a single slice: a 3D volume needs at least two", path0)
     row_dir, col_dir = orientation0[:3], orientation0[3:]
@@ -188,7 +205,8 @@ def _read_single_frames(headers: List[tuple]) -> Volume:
     meta = {"dicom_datasets": datasets, "dicom_files": [str(p) for p, _ in headers]}
     if "PixelPaddingValue" in ds0:  # stored value -> the rescaled value the padded voxels now hold
         meta["padding_value"] = float(ds0.PixelPaddingValue) * float(getattr(ds0, "RescaleSlope", 1) or 1) + float(
-            getattr(ds0, "RescaleIntercept", 0) or 0)
+            getattr(ds0, "RescaleIntercept", 0) or 0
+        )
     return Volume(data[None], (step, float(spacing0[0]), float(spacing0[1])), LPS_TO_RAS @ affine_lps, meta=meta)
 
 
@@ -197,25 +215,35 @@ def _check_stack(headers, positions: np.ndarray, along: np.ndarray, normal: np.n
     gaps = np.diff(along)
     for i, gap in enumerate(gaps):
         if gap < 1e-3:
-            raise InputError(f"two images at the same slice position {along[i]:.3f} mm: {headers[i][0].name} and "
-                             f"{headers[i + 1][0].name} (several echoes, phases or acquisitions in one series?)",
-                             headers[i + 1][0])
+            raise InputError(
+                f"two images at the same slice position {along[i]:.3f} mm: {headers[i][0].name} and "
+                f"{headers[i + 1][0].name} (several echoes, phases or acquisitions in one series?)",
+                headers[i + 1][0],
+            )
     expected = float(np.median(gaps))
     uneven = np.flatnonzero(np.abs(gaps - expected) > SPACING_RTOL * expected)
     if uneven.size:
         i = int(uneven[0])
         n_missing = round(gaps[i] / expected) - 1
-        what = f"{n_missing} missing slice(s)" if n_missing >= 1 and abs(gaps[i] - (n_missing + 1) * expected) \
-            <= SPACING_RTOL * expected else "uneven slice spacing"
-        raise InputError(f"{what}: gap of {gaps[i]:.4g} mm between slice positions {along[i]:.6g} and "
-                         f"{along[i + 1]:.6g} mm ({headers[i][0].name}, {headers[i + 1][0].name}); expected "
-                         f"{expected:.4g} mm ({len(uneven)} uneven gap(s) in {len(headers)} slices)",
-                         headers[i + 1][0])
+        what = (
+            f"{n_missing} missing slice(s)"
+            if n_missing >= 1 and abs(gaps[i] - (n_missing + 1) * expected) <= SPACING_RTOL * expected
+            else "uneven slice spacing"
+        )
+        raise InputError(
+            f"{what}: gap of {gaps[i]:.4g} mm between slice positions {along[i]:.6g} and "
+            f"{along[i + 1]:.6g} mm ({headers[i][0].name}, {headers[i + 1][0].name}); expected "
+            f"{expected:.4g} mm ({len(uneven)} uneven gap(s) in {len(headers)} slices)",
+            headers[i + 1][0],
+        )
     offsets = positions - positions[0] - np.outer(along - along[0], normal)
     shear = float(np.abs(offsets).max())
     if shear > SPACING_RTOL * expected + 1e-3:
-        raise InputError(f"slices are not stacked along the slice normal (in-plane shift up to {shear:.3g} mm, "
-                         "e.g. a gantry tilt): not a regular volume", headers[-1][0])
+        raise InputError(
+            f"slices are not stacked along the slice normal (in-plane shift up to {shear:.3g} mm, "
+            "e.g. a gantry tilt): not a regular volume",
+            headers[-1][0],
+        )
     return float((along[-1] - along[0]) / (len(along) - 1))
 
 
@@ -234,8 +262,11 @@ def _decode(path: Path) -> np.ndarray:
         name = getattr(syntax, "name", None) or "unknown"
         raise InputError(f"cannot read pixel data (transfer syntax {name}): {_one_line(err)}", path) from None
     if pixels.ndim != 2:
-        raise InputError(f"expected a greyscale image, got pixel array of shape {pixels.shape} "
-                         f"({ds.get('PhotometricInterpretation', '?')})", path)
+        raise InputError(
+            f"expected a greyscale image, got pixel array of shape {pixels.shape} "
+            f"({ds.get('PhotometricInterpretation', '?')})",
+            path,
+        )
     return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
 
 
@@ -262,8 +293,12 @@ def _read_multiframe(path: Path, header: pydicom.Dataset) -> Volume:
         affine_lps[:3, 0] *= -1
     if "PixelData" in ds:
         del ds.PixelData
-    return Volume(array[None], tuple(float(s) for s in hd_volume.spacing), LPS_TO_RAS @ affine_lps,
-                  meta={"dicom_datasets": [ds], "dicom_files": [str(path)]})
+    return Volume(
+        array[None],
+        tuple(float(s) for s in hd_volume.spacing),
+        LPS_TO_RAS @ affine_lps,
+        meta={"dicom_datasets": [ds], "dicom_files": [str(path)]},
+    )
 
 
 def _one_line(err: Exception) -> str:

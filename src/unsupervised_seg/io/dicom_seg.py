@@ -5,6 +5,7 @@ numbered 1..N in label order; empty labels get no segment. Frames are matched to
 by their geometry (the labels are handed to highdicom as a Volume with the source's affine), never by
 array index, so the order of the source files does not matter.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,9 @@ RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SOFTWARE_NAME = "UnsupervisedSeg"
 
 
-def write_dicom_seg(labels: np.ndarray, reference: Volume, path, class_names: Optional[Dict[int, str]] = None,
-                    scribbled: bool = False) -> Path:
+def write_dicom_seg(
+    labels: np.ndarray, reference: Volume, path, class_names: Optional[Dict[int, str]] = None, scribbled: bool = False
+) -> Path:
     """Write ``labels`` (K, R, C) ints on ``reference``'s grid as a DICOM SEG file at ``path``.
 
     reference: the Volume read by ``read_dicom_series`` (meta["dicom_datasets"] are the source images).
@@ -37,12 +39,14 @@ def write_dicom_seg(labels: np.ndarray, reference: Volume, path, class_names: Op
     path = Path(path)
     datasets = reference.meta.get("dicom_datasets")
     if not datasets:
-        raise InputError("DICOM SEG output needs a DICOM series as input (the input was not read from DICOM)",
-                         reference.source)
+        raise InputError(
+            "DICOM SEG output needs a DICOM series as input (the input was not read from DICOM)", reference.source
+        )
     labels = np.asarray(labels)
     if labels.shape != reference.spatial_shape:
-        raise InputError(f"label map shape {labels.shape} differs from the DICOM series' {reference.spatial_shape}",
-                         path)
+        raise InputError(
+            f"label map shape {labels.shape} differs from the DICOM series' {reference.spatial_shape}", path
+        )
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
         raise InputError("label map must hold non-negative integers", path)
     present = np.unique(labels)
@@ -58,8 +62,12 @@ def write_dicom_seg(labels: np.ndarray, reference: Volume, path, class_names: Op
     segment_numbers[present] = np.arange(1, present.size + 1)
     dtype = np.uint8 if present.size < 256 else np.uint16
     ds0 = datasets[0]
-    frames = hd.Volume(segment_numbers[labels].astype(dtype), RAS_TO_LPS @ reference.affine, "PATIENT",
-                       frame_of_reference_uid=ds0.get("FrameOfReferenceUID"))
+    frames = hd.Volume(
+        segment_numbers[labels].astype(dtype),
+        RAS_TO_LPS @ reference.affine,
+        "PATIENT",
+        frame_of_reference_uid=ds0.get("FrameOfReferenceUID"),
+    )
     try:
         seg = hd.seg.Segmentation(
             source_images=datasets,
@@ -77,7 +85,7 @@ def write_dicom_seg(labels: np.ndarray, reference: Volume, path, class_names: Op
             series_description=f"{SOFTWARE_NAME} segmentation",
             content_label="UNSUPERVISEDSEG",
             content_description=f"{'Scribble-guided' if scribbled else 'Unsupervised'} segmentation, "
-                                f"{present.size} segments",
+            f"{present.size} segments",
         )
     except (ValueError, TypeError, AttributeError) as err:
         raise InputError(f"cannot build a DICOM SEG on this series: {err}", reference.source) from None
@@ -97,10 +105,12 @@ def _segment_descriptions(table, scribbled: bool):
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    algorithm = hd.AlgorithmIdentificationSequence(name=SOFTWARE_NAME, family=codes.cid7162.ClusterAnalysis,
-                                                   version=_version())
-    algorithm_type = (hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if scribbled
-                      else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=SOFTWARE_NAME, family=codes.cid7162.ClusterAnalysis, version=_version()
+    )
+    algorithm_type = (
+        hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if scribbled else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+    )
     return [
         hd.seg.SegmentDescription(
             segment_number=number,

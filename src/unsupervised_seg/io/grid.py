@@ -4,6 +4,7 @@ Every Volume carries ``affine``: a 4x4 matrix from its array indices (in the Vol
 to world RAS millimetres, or None (plain 2D images), in which case the grid is the spacing alone.
 ITK/NRRD/Slicer use LPS; the two differ by a sign flip of the first two world axes.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -45,8 +46,9 @@ def itk_geometry(ijk_to_lps: np.ndarray, dims: int):
     return tuple(ijk_to_lps[:dims, 3]), tuple(spacing), tuple(direction.ravel())
 
 
-def place_on_grid(array: np.ndarray, array_to_ras: Optional[np.ndarray], reference, source,
-                  what: str = "label map") -> np.ndarray:
+def place_on_grid(
+    array: np.ndarray, array_to_ras: Optional[np.ndarray], reference, source, what: str = "label map"
+) -> np.ndarray:
     """Put a label array (*spatial) defined on its own grid onto ``reference``'s grid.
 
     The grids must share orientation and spacing; the array may cover a sub-box of the reference
@@ -55,17 +57,24 @@ def place_on_grid(array: np.ndarray, array_to_ras: Optional[np.ndarray], referen
     Raises InputError naming ``source`` when the array is on another grid.
     """
     shape = tuple(reference.spatial_shape)
-    if array.shape == shape and (array_to_ras is None or reference.affine is None
-                                 or np.allclose(array_to_ras, index_to_ras(reference), atol=1e-3)):
+    if array.shape == shape and (
+        array_to_ras is None
+        or reference.affine is None
+        or np.allclose(array_to_ras, index_to_ras(reference), atol=1e-3)
+    ):
         return array
     if array_to_ras is None or reference.affine is None or array.ndim != len(shape):
         raise InputError(f"{what} has shape {array.shape}, the image {shape}: not on the image's grid", source)
     to_reference = np.linalg.inv(index_to_ras(reference)) @ array_to_ras
     offset = to_reference[: array.ndim, 3]
-    if not (np.allclose(to_reference[:3, :3], np.eye(3), atol=1e-3)
-            and np.allclose(offset, np.round(offset), atol=1e-2)):
-        raise InputError(f"{what} is on another grid than the image (different orientation, spacing or "
-                         f"sub-voxel shift; resample it onto the image first)", source)
+    if not (
+        np.allclose(to_reference[:3, :3], np.eye(3), atol=1e-3) and np.allclose(offset, np.round(offset), atol=1e-2)
+    ):
+        raise InputError(
+            f"{what} is on another grid than the image (different orientation, spacing or "
+            f"sub-voxel shift; resample it onto the image first)",
+            source,
+        )
     offset = np.round(offset).astype(int)
     placed = np.zeros(shape, dtype=array.dtype)
     src, dst = [], []

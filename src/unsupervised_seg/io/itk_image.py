@@ -3,6 +3,7 @@
 SimpleITK arrays are (k, j, i); the Volume keeps index order (i, j, k) like nibabel, so the same
 affine convention (index -> RAS) holds for every format. Vector pixels become channels.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ Array order is nibabel's (i, j, k); ``Volume.affine`` is the image's index -> RA
 A 3D file with one slice (i, j, 1) is read as a 2D image; a 4D file (i, j, k, c) as a volume with
 c channels (e.g. stacked MR sequences), or, through ``read_nifti_frames``, as c time points.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,13 @@ def _volume(data: np.ndarray, image, path, spatial_shape) -> Volume:
     zooms = image.header.get_zooms()
     channels = data.reshape(tuple(spatial_shape) + (-1,))
     meta = {"format": "nifti", "nifti_header": image.header.copy(), "nifti_spatial_shape": tuple(image.shape[:3])}
-    return Volume(np.ascontiguousarray(np.moveaxis(channels, -1, 0)), tuple(float(z) for z in zooms[:dims]),
-                  np.asarray(image.affine, dtype=float), source=str(path), meta=meta)
+    return Volume(
+        np.ascontiguousarray(np.moveaxis(channels, -1, 0)),
+        tuple(float(z) for z in zooms[:dims]),
+        np.asarray(image.affine, dtype=float),
+        source=str(path),
+        meta=meta,
+    )
 
 
 def _spatial_shape(shape, path):
@@ -99,7 +105,7 @@ def write_nifti(labels: np.ndarray, reference: Volume, path) -> None:
     header = reference.meta.get("nifti_header")
     if header is not None:
         spatial = reference.meta["nifti_spatial_shape"]
-        extra = labels.shape[reference.spatial_dims:]
+        extra = labels.shape[reference.spatial_dims :]
         data = labels.reshape(tuple(spatial) + tuple(extra)).astype(dtype)
         header = header.copy()
         image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image

@@ -6,6 +6,7 @@ Companion files sit beside an image and share its stem:
   ``<stem>_labels.<ext>``     the result this tool writes
 Files whose stem ends in one of these suffixes (or ``_overlay``) are never taken as input images.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ Arrays are (rows, columns); spacing is 1 and there is no affine. Label maps are 
 the pixel values are the labels (read back unchanged), and the palette shows each label in its segment
 colour (label 0 black), so that the file is readable in any image viewer.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,9 @@ def _open(path) -> Image.Image:
         image = Image.open(str(path))
         image.load()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"cannot read as a 2D image ({exc.__class__.__name__}: {exc})".replace("\n", " "),
-                         path) from None
+        raise InputError(
+            f"cannot read as a 2D image ({exc.__class__.__name__}: {exc})".replace("\n", " "), path
+        ) from None
     if getattr(image, "n_frames", 1) > 1:
         raise InputError(f"image has {image.n_frames} frames; pass a folder of frames with --sequence", path)
     return image
@@ -49,8 +51,7 @@ def read_raster_labels(path) -> np.ndarray:
     array = np.asarray(image)
     if array.ndim == 3:
         if not (np.all(array[..., :3] == array[..., :1])):
-            raise InputError("label image must hold one class id per pixel (grey or palette PNG), not colours",
-                             path)
+            raise InputError("label image must hold one class id per pixel (grey or palette PNG), not colours", path)
         array = array[..., 0]
     return array
 

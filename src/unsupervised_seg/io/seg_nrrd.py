@@ -3,6 +3,7 @@
 slicerio's voxel arrays are in (i, j, k) index order with an index -> LPS matrix, the Volume's
 order; 2D images get a third axis of length 1.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,15 +47,27 @@ def read_seg_nrrd(path, reference: Volume) -> Tuple[np.ndarray, Dict[int, str], 
     return place_on_grid(labels, to_ras, reference, path, "segmentation"), names, colors
 
 
-def write_seg_nrrd(labels: np.ndarray, reference: Volume, path, class_names: Optional[Dict[int, str]] = None,
-                   class_colors: Optional[Dict[int, tuple]] = None) -> None:
+def write_seg_nrrd(
+    labels: np.ndarray,
+    reference: Volume,
+    path,
+    class_names: Optional[Dict[int, str]] = None,
+    class_colors: Optional[Dict[int, tuple]] = None,
+) -> None:
     """Write labels (*spatial) as one layer of segments (value k -> segment "Cluster k" or its class name)."""
     voxels = labels if labels.ndim == 3 else labels[..., None]
     segmentation = slicerio.create_segmentation(voxels.shape, index_to_lps(reference), dtype=label_dtype(labels))
     segmentation["voxels"][...] = voxels
     extent = [v for n in voxels.shape for v in (0, n - 1)]
     segmentation["segments"] = [
-        {"id": f"Segment_{entry['value']}", "name": entry["name"], "color": list(entry["color"]),
-         "labelValue": entry["value"], "layer": 0, "extent": extent}
-        for entry in segment_table(np.unique(labels), class_names, class_colors)]
+        {
+            "id": f"Segment_{entry['value']}",
+            "name": entry["name"],
+            "color": list(entry["color"]),
+            "labelValue": entry["value"],
+            "layer": 0,
+            "extent": extent,
+        }
+        for entry in segment_table(np.unique(labels), class_names, class_colors)
+    ]
     slicerio.write_segmentation(str(Path(path)), segmentation)

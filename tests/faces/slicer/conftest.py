@@ -4,6 +4,7 @@
 works as in the application. The ``slicer_app`` fixture boots the harness (slicer_harness.py) once per
 session; it skips its tests, saying why, only when slicer-core cannot be imported.
 """
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -39,8 +40,10 @@ def slicer_app():
         import slicer  # noqa: F401
     except ImportError as error:
         _status["error"] = f"{error.__class__.__name__}: {error}"
-        pytest.skip(f"slicer-core cannot be imported ({_status['error']}); install slicer-core==5.13.31053.0 "
-                    "(CPython 3.10-3.13, Linux x86_64) to run the module on real MRML")
+        pytest.skip(
+            f"slicer-core cannot be imported ({_status['error']}); install slicer-core==5.13.31053.0 "
+            "(CPython 3.10-3.13, Linux x86_64) to run the module on real MRML"
+        )
     if not hasattr(slicer, "vtkMRMLScene"):  # e.g. PyPI's unrelated package named "slicer"
         _status["error"] = f"`import slicer` found {getattr(slicer, '__file__', slicer)}, not slicer-core"
         pytest.skip(f"slicer-core cannot be imported ({_status['error']})")
@@ -78,5 +81,6 @@ def pytest_terminal_summary(terminalreporter):
     if _status["booted"]:
         terminalreporter.write_line(f"Slicer module tests ran on real MRML from slicer-core {_status['version']}.")
     elif _status["error"]:
-        terminalreporter.write_line(f"Slicer module tests on real MRML were SKIPPED: slicer-core cannot be imported "
-                                    f"({_status['error']}).")
+        terminalreporter.write_line(
+            f"Slicer module tests on real MRML were SKIPPED: slicer-core cannot be imported ({_status['error']})."
+        )

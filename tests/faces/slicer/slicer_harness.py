@@ -13,6 +13,7 @@ this project's own small stand-ins for what only the application has (Qt, ``slic
   path, as Slicer loads scripted modules.
 Everything it writes lies in one temporary folder that ``Slicer.shutdown()`` removes.
 """
+
 import colorsys
 import importlib.util
 import shutil
@@ -23,8 +24,13 @@ from pathlib import Path
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 # The application's pure-Python modules this harness replaces: {import name: stand-in file}.
-STANDIN_MODULES = {"qt": "qt.py", "ctk": "ctk.py", "slicer.ScriptedLoadableModule": "ScriptedLoadableModule.py",
-                   "slicer.parameterNodeWrapper": "parameterNodeWrapper.py", "slicer.i18n": "i18n.py"}
+STANDIN_MODULES = {
+    "qt": "qt.py",
+    "ctk": "ctk.py",
+    "slicer.ScriptedLoadableModule": "ScriptedLoadableModule.py",
+    "slicer.parameterNodeWrapper": "parameterNodeWrapper.py",
+    "slicer.i18n": "i18n.py",
+}
 SLICER_VERSION = (5, 13)
 # Colour tables the application loads from its share/ColorFiles folder at start-up (the wheel has no
 # colour files); label maps use GenericColors by default, the Segment Editor GenericAnatomyColors.
@@ -137,9 +143,10 @@ class Slicer:
             raise RuntimeError(f"`import slicer` found {getattr(slicer, '__file__', slicer)}, not slicer-core's MRML")
         self._slicer, self._vtk = slicer, vtk
         self._saved = {name: sys.modules.get(name) for name in list(STANDIN_MODULES) + ["UnsupervisedSeg"]}
-        self._savedAttributes = {name: getattr(slicer, name, None) for name in
-                                 ("mrmlScene", "app", "modules", "ScriptedLoadableModule", "parameterNodeWrapper",
-                                  "i18n")}
+        self._savedAttributes = {
+            name: getattr(slicer, name, None)
+            for name in ("mrmlScene", "app", "modules", "ScriptedLoadableModule", "parameterNodeWrapper", "i18n")
+        }
         self.temporaryFolder = Path(tempfile.mkdtemp(prefix="unsupervised-seg-slicer-"))
         self.temporaryPath = self.temporaryFolder / "temp"
         self.temporaryPath.mkdir()
@@ -174,9 +181,12 @@ class Slicer:
         slicer.mrmlScene = scene
 
         self.logics = {}
-        for name, logicClass in (("Colors", slicer.vtkSlicerColorLogic), ("Volumes", slicer.vtkSlicerVolumesLogic),
-                                 ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
-                                 ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic)):
+        for name, logicClass in (
+            ("Colors", slicer.vtkSlicerColorLogic),
+            ("Volumes", slicer.vtkSlicerVolumesLogic),
+            ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+            ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
+        ):
             logic = logicClass()
             logic.SetMRMLApplicationLogic(applicationLogic)
             logic.SetMRMLScene(scene)
@@ -194,15 +204,18 @@ class Slicer:
         def onNodeAboutToBeRemoved(caller, event, node):
             self._removeSubjectHierarchyItem(node)
 
-        self._observers = [scene.AddObserver(scene.NodeAddedEvent, onNodeAdded),
-                           scene.AddObserver(scene.NodeAboutToBeRemovedEvent, onNodeAboutToBeRemoved)]
+        self._observers = [
+            scene.AddObserver(scene.NodeAddedEvent, onNodeAdded),
+            scene.AddObserver(scene.NodeAboutToBeRemovedEvent, onNodeAboutToBeRemoved),
+        ]
 
         sys.path.insert(0, self._sysPath)
         self.module = _loadFile(self.moduleFile.stem, self.moduleFile)
         parent = types.SimpleNamespace(path=str(self.moduleFile))
         self.module.__dict__[self.moduleFile.stem](parent)  # UnsupervisedSeg(parent) fills in title, categories...
-        modules.__dict__[self.moduleFile.stem.lower()] = _Module(self.moduleFile.stem, path=str(self.moduleFile),
-                                                                 module=parent)
+        modules.__dict__[self.moduleFile.stem.lower()] = _Module(
+            self.moduleFile.stem, path=str(self.moduleFile), module=parent
+        )
 
     def _createSubjectHierarchyItem(self, node):
         """Give a new data node (volume, segmentation, transform, model, markups) a subject-hierarchy

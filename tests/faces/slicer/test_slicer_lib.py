@@ -7,6 +7,7 @@ written as NRRD the way Slicer writes volumes, with a scribble label map, and re
 with slicerio as the segments the module would create. The engine is used only through its command
 line and its public names, as the module uses it.
 """
+
 import importlib.metadata
 import json
 import os
@@ -44,20 +45,26 @@ def write_slicer_nrrd(path, array, ijk_to_ras):
     ijk_to_lps = RAS_TO_LPS @ np.asarray(ijk_to_ras, float)
     directions = ijk_to_lps[:3, :3].T  # one row per array axis
     vector = array.ndim == 4
-    header = {"space": "left-posterior-superior", "encoding": "raw", "space origin": ijk_to_lps[:3, 3],
-              "space directions": (np.vstack([np.full(3, np.nan), directions]) if vector else directions),
-              "kinds": (["vector"] if vector else []) + ["domain"] * 3}
+    header = {
+        "space": "left-posterior-superior",
+        "encoding": "raw",
+        "space origin": ijk_to_lps[:3, 3],
+        "space directions": (np.vstack([np.full(3, np.nan), directions]) if vector else directions),
+        "kinds": (["vector"] if vector else []) + ["domain"] * 3,
+    }
     nrrd.write(str(path), np.ascontiguousarray(array), header, index_order="F")
 
 
 # ------------------------------------------------------------------------------------ installing
 
+
 def test_requirements_from_the_engine_metadata_leave_slicer_packages_alone():
     to_install, kept = install.requirements_to_install(importlib.metadata.requires("unsupervised-seg"))
     kept_names = {install.normalise_package_name(r.split(">")[0].split("=")[0].split("<")[0]) for r in kept}
     assert kept_names == {"numpy", "simpleitk", "torch"}
-    install_names = {install.normalise_package_name(r.split("[")[0].split(">")[0].split("=")[0].split("<")[0])
-                     for r in to_install}
+    install_names = {
+        install.normalise_package_name(r.split("[")[0].split(">")[0].split("=")[0].split("<")[0]) for r in to_install
+    }
     assert {"monai", "nibabel", "slicerio"} <= install_names
     assert not install_names & {"numpy", "simpleitk", "torch", "pytest"}  # pytest: only in the dev extra
     assert all(" " not in r for r in to_install)
@@ -65,10 +72,22 @@ def test_requirements_from_the_engine_metadata_leave_slicer_packages_alone():
 
 def test_requirements_parse_the_forms_pip_metadata_uses():
     to_install, kept = install.requirements_to_install(
-        ["nibabel (>=2.3.0)", "monai[nibabel]>=1.3", 'pytest>=7; extra == "dev"', "SimpleITK>=2.2",
-         "scikit_image >= 0.21", "Torch<3,>=2.0", 'tomli>=1; python_version < "3.11"'])
-    assert to_install == ["nibabel>=2.3.0", "monai[nibabel]>=1.3", "scikit_image>=0.21",
-                       'tomli>=1; python_version < "3.11"']
+        [
+            "nibabel (>=2.3.0)",
+            "monai[nibabel]>=1.3",
+            'pytest>=7; extra == "dev"',
+            "SimpleITK>=2.2",
+            "scikit_image >= 0.21",
+            "Torch<3,>=2.0",
+            'tomli>=1; python_version < "3.11"',
+        ]
+    )
+    assert to_install == [
+        "nibabel>=2.3.0",
+        "monai[nibabel]>=1.3",
+        "scikit_image>=0.21",
+        'tomli>=1; python_version < "3.11"',
+    ]
     assert kept == ["SimpleITK>=2.2", "Torch<3,>=2.0"]
     with pytest.raises(ValueError, match="cannot parse"):
         install.requirements_to_install(["-e ."])
@@ -116,12 +135,14 @@ def test_engine_install_source(tmp_path):
     """A checkout holding the module installs itself; UNSUPERVISED_SEG_PIP_SOURCE overrides; else the release."""
     assert install.engine_install_source(MODULE_DIR, environment={}) == str(ROOT)
     assert install.engine_install_source(tmp_path / "UnsupervisedSeg", environment={}) == (
-        f"unsupervised-seg>={install.MINIMUM_ENGINE_VERSION}")
+        f"unsupervised-seg>={install.MINIMUM_ENGINE_VERSION}"
+    )
     wheel = "/wheels/unsupervised_seg-0.2.0-py3-none-any.whl"
     assert install.engine_install_source(MODULE_DIR, environment={install.PIP_SOURCE_VARIABLE: wheel}) == wheel
 
 
 # ------------------------------------------------------------------------------------ command line
+
 
 def options(command):
     """{option: value or True} of a command line after its positional input."""
@@ -138,18 +159,41 @@ def test_build_command_spells_the_engine_options(tmp_path):
     files = RunFiles(tmp_path)
     params = RunParameters(n_labels=5, max_iter=120, n_clusters=24, device="cpu", seed=3)
     names = {1: "Läsion", 2: 'grey "matter"'}
-    command = build_command(files.input, files.scribbles, files.output, params, model_out=files.model,
-                            python_executable="/opt/PythonSlicer", mask_path=files.mask, class_names=names)
+    command = build_command(
+        files.input,
+        files.scribbles,
+        files.output,
+        params,
+        model_out=files.model,
+        python_executable="/opt/PythonSlicer",
+        mask_path=files.mask,
+        class_names=names,
+    )
     assert command[:6] == ["/opt/PythonSlicer", "-m", "unsupervised_seg", "segment", str(files.input), "-o"]
     assert options(command) == {
-        "-o": str(files.output), "--format": "seg.nrrd", "--progress": "json", "--max-iter": "120",
-        "--device": "cpu", "--seed": "3", "--clusters": "24", "--n-labels": "5", "--scribbles": str(files.scribbles),
-        "--mask": str(files.mask), "--class-names": command[command.index("--class-names") + 1],
-        "--save-model": str(files.model)}
+        "-o": str(files.output),
+        "--format": "seg.nrrd",
+        "--progress": "json",
+        "--max-iter": "120",
+        "--device": "cpu",
+        "--seed": "3",
+        "--clusters": "24",
+        "--n-labels": "5",
+        "--scribbles": str(files.scribbles),
+        "--mask": str(files.mask),
+        "--class-names": command[command.index("--class-names") + 1],
+        "--save-model": str(files.model),
+    }
     assert json.loads(options(command)["--class-names"]) == {"1": "Läsion", "2": 'grey "matter"'}
 
-    refine = build_command(files.input, files.scribbles, files.output, params.for_refine(),
-                           model_in=tmp_path / "previous.pt", model_out=files.model)
+    refine = build_command(
+        files.input,
+        files.scribbles,
+        files.output,
+        params.for_refine(),
+        model_in=tmp_path / "previous.pt",
+        model_out=files.model,
+    )
     assert options(refine)["--init-model"] == str(tmp_path / "previous.pt")
     assert options(refine)["--max-iter"] == str(params.refine_iter)
     assert "--clusters" not in refine  # the model fixes the clusters
@@ -161,12 +205,29 @@ def test_the_engine_command_line_accepts_the_command(tmp_path):
     missing here, and says so on one line (an option it does not know would be a usage error, exit 2)."""
     files = RunFiles(tmp_path)
     params = RunParameters(n_labels=5, max_iter=3, n_clusters=24, device="cpu")
-    for command in (build_command(files.input, files.scribbles, files.output, params, model_out=files.model,
-                                  mask_path=files.mask, class_names={1: "a"}),
-                    build_command(files.input, files.scribbles, files.output, params.for_refine(),
-                                  model_in=files.model, model_out=tmp_path / "refined.pt", class_names={1: "a"})):
-        out = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                             env={**os.environ, **ENGINE_ENVIRONMENT})
+    for command in (
+        build_command(
+            files.input,
+            files.scribbles,
+            files.output,
+            params,
+            model_out=files.model,
+            mask_path=files.mask,
+            class_names={1: "a"},
+        ),
+        build_command(
+            files.input,
+            files.scribbles,
+            files.output,
+            params.for_refine(),
+            model_in=files.model,
+            model_out=tmp_path / "refined.pt",
+            class_names={1: "a"},
+        ),
+    ):
+        out = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, env={**os.environ, **ENGINE_ENVIRONMENT}
+        )
         assert out.returncode == 1, (out.returncode, out.stderr[-2000:])
         events = [parse_progress_line(line) for line in out.stdout.splitlines()]
         errors = [e for e in events if e and e["stage"] == "error"]
@@ -179,13 +240,16 @@ def test_build_command_without_options_uses_no_optional_flags(tmp_path):
         assert flag not in command
 
 
-@pytest.mark.parametrize("params, n_classes, problem", [
-    (RunParameters(device="gpu"), 0, "device"),
-    (RunParameters(n_labels=40, n_clusters=32), 0, "exceeds"),
-    (RunParameters(n_labels=2), 3, "scribble segments"),
-    (RunParameters(max_iter=0), 0, "iterations"),
-    (RunParameters(n_clusters=1), 0, "clusters"),
-])
+@pytest.mark.parametrize(
+    "params, n_classes, problem",
+    [
+        (RunParameters(device="gpu"), 0, "device"),
+        (RunParameters(n_labels=40, n_clusters=32), 0, "exceeds"),
+        (RunParameters(n_labels=2), 3, "scribble segments"),
+        (RunParameters(max_iter=0), 0, "iterations"),
+        (RunParameters(n_clusters=1), 0, "clusters"),
+    ],
+)
 def test_build_command_refuses_parameters_that_cannot_run(params, n_classes, problem):
     names = {k: f"class {k}" for k in range(1, n_classes + 1)}
     with pytest.raises(ValueError, match=problem):
@@ -194,12 +258,22 @@ def test_build_command_refuses_parameters_that_cannot_run(params, n_classes, pro
 
 # ------------------------------------------------------------------------------------ progress
 
+
 def test_parse_progress_line_ignores_everything_but_progress_objects():
     event = parse_progress_line('{"stage": "fit", "iteration": 3, "max_iter": 10}\n')
     assert event == {"stage": "fit", "iteration": 3, "max_iter": 10}
     assert parse_progress_line(b'{"stage": "done", "n_labels": 4}') == {"stage": "done", "n_labels": 4}
-    for line in ["", "   \n", "UserWarning: something", '{"stage": "fit", "iter', "[1, 2]", '{"no": "stage"}',
-                 '{"stage": 5}', "unsupervised-seg: error: x.nii: cannot read", "{not json}"]:
+    for line in [
+        "",
+        "   \n",
+        "UserWarning: something",
+        '{"stage": "fit", "iter',
+        "[1, 2]",
+        '{"no": "stage"}',
+        '{"stage": 5}',
+        "unsupervised-seg: error: x.nii: cannot read",
+        "{not json}",
+    ]:
         assert parse_progress_line(line) is None, line
 
 
@@ -215,8 +289,10 @@ def test_progress_fraction_follows_the_run():
 
 def test_progress_follows_the_engines_estimate_not_max_iter():
     """A run that converges at iteration 90 of max_iter 1000 fills the bar, not 9 % of it."""
-    events = [{"stage": "fit", "iteration": i, "max_iter": 1000, "fraction": f, "changed": c, "tolerance": 0.005}
-              for i, f, c in ((10, 0.2, 0.35), (50, 0.6, 0.04), (90, 1.0, 0.004))]
+    events = [
+        {"stage": "fit", "iteration": i, "max_iter": 1000, "fraction": f, "changed": c, "tolerance": 0.005}
+        for i, f, c in ((10, 0.2, 0.35), (50, 0.6, 0.04), (90, 1.0, 0.004))
+    ]
     fractions = [progress_fraction(e) for e in events]
     assert fractions == [pytest.approx(FIT_END * f) for f in (0.2, 0.6, 1.0)]
     clock = iter([0.0, 10.0, 50.0]).__next__
@@ -247,8 +323,19 @@ def test_monitor_reports_progress_eta_and_success():
     monitor.feed(json.dumps({"stage": "predict", "patch_size": [48, 48, 48]}))
     monitor.feed(json.dumps({"stage": "done", "iteration": 6, "n_labels": 4, "stop_reason": "converged"}))
     assert monitor.status.startswith("4 labels after 6 iterations (converged)")
-    monitor.feed(json.dumps({"stage": "written", "path": "/tmp/r.seg.nrrd", "n_labels": 4, "iterations": 6,
-                             "stop_reason": "converged", "seconds": 75.2, "device": "cuda"}))
+    monitor.feed(
+        json.dumps(
+            {
+                "stage": "written",
+                "path": "/tmp/r.seg.nrrd",
+                "n_labels": 4,
+                "iterations": 6,
+                "stop_reason": "converged",
+                "seconds": 75.2,
+                "device": "cuda",
+            }
+        )
+    )
     assert monitor.fraction == 1.0 and monitor.written == "/tmp/r.seg.nrrd"
     assert monitor.outcome(0) == (True, "4 labels after 6 iterations (converged), 1 min 15 s on cuda")
     assert monitor.log == ["UserWarning: some library noise"]
@@ -257,8 +344,9 @@ def test_monitor_reports_progress_eta_and_success():
 def test_monitor_names_the_engine_error():
     monitor = RunMonitor()
     monitor.feed("unsupervised-seg: error: /tmp/x/scribbles.nrrd: label map is on another grid\n")
-    monitor.feed(json.dumps({"stage": "error", "path": "/tmp/x/scribbles.nrrd",
-                             "message": "label map is on another grid"}))
+    monitor.feed(
+        json.dumps({"stage": "error", "path": "/tmp/x/scribbles.nrrd", "message": "label map is on another grid"})
+    )
     assert monitor.outcome(1) == (False, "/tmp/x/scribbles.nrrd: label map is on another grid")
 
 
@@ -271,6 +359,7 @@ def test_monitor_falls_back_to_the_last_log_line():
 
 
 # ------------------------------------------------------------------------------------ segments
+
 
 def test_scribble_classes_follow_the_export_order():
     names, colors = scribble_classes([("Liver", (0.8, 0.2, 0.1)), ("Spleen", [0.1, 0.9, 0.2, 1.0])])
@@ -327,16 +416,17 @@ def test_vector_nrrd_from_slicer_is_read_as_channels(tmp_path, mni_4mm):
 
     volume, _, _ = mni_4mm
     t1 = volume.data[0]
-    stacked = stack_channels([t1.transpose(2, 1, 0), (t1 ** 2).transpose(2, 1, 0)])  # (K, J, I, C)
+    stacked = stack_channels([t1.transpose(2, 1, 0), (t1**2).transpose(2, 1, 0)])  # (K, J, I, C)
     path = tmp_path / "input.nrrd"
     write_slicer_nrrd(path, stacked.transpose(3, 2, 1, 0), volume.affine)  # pynrrd wants (C, I, J, K)
     loaded = load_volume(path)
     assert loaded.n_channels == 2 and loaded.spatial_shape == volume.spatial_shape
-    np.testing.assert_allclose(loaded.data[1], t1 ** 2, rtol=1e-6)
+    np.testing.assert_allclose(loaded.data[1], t1**2, rtol=1e-6)
     np.testing.assert_allclose(loaded.affine, volume.affine, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------ end to end
+
 
 def run_like_the_module(command):
     """Run the engine as the module does (merged stdout/stderr, line by line into a RunMonitor)."""
@@ -410,8 +500,15 @@ def test_module_command_line_on_a_real_volume_then_refine(slicer_inputs, tmp_pat
     write_slicer_nrrd(files.scribbles, first_strokes, volume.affine)
     # a short Apply; Refine with the module's default number of iterations
     params = RunParameters(max_iter=30, n_clusters=16, device="cpu")
-    command = build_command(files.input, files.scribbles, files.output, params, model_out=files.model,
-                            mask_path=files.mask, class_names=names)
+    command = build_command(
+        files.input,
+        files.scribbles,
+        files.output,
+        params,
+        model_out=files.model,
+        mask_path=files.mask,
+        class_names=names,
+    )
     monitor, fractions, returncode = run_like_the_module(command)
     ok, message = monitor.outcome(returncode)
     assert ok, (message, monitor.log[-5:])
@@ -437,9 +534,16 @@ def test_module_command_line_on_a_real_volume_then_refine(slicer_inputs, tmp_pat
     fewer[tuple(np.argwhere(fewer == 1)[::2].T)] = 0
     refined_scribbles, refined_output = tmp_path / "scribbles.nrrd", tmp_path / "refined.seg.nrrd"
     write_slicer_nrrd(refined_scribbles, fewer, volume.affine)
-    command = build_command(files.input, refined_scribbles, refined_output, params.for_refine(),
-                            model_in=files.model, model_out=tmp_path / "refined.pt", mask_path=files.mask,
-                            class_names=names)
+    command = build_command(
+        files.input,
+        refined_scribbles,
+        refined_output,
+        params.for_refine(),
+        model_in=files.model,
+        model_out=tmp_path / "refined.pt",
+        mask_path=files.mask,
+        class_names=names,
+    )
     monitor, fractions, returncode = run_like_the_module(command)
     assert monitor.outcome(returncode)[0], monitor.log[-5:]
     fit = [e for e in monitor.events if e["stage"] == "fit"]
@@ -456,8 +560,7 @@ def test_engine_errors_reach_the_module_as_one_line(slicer_inputs, tmp_path):
     finer = volume.affine.copy()
     finer[:3, :3] /= 2  # scribbles exported on a 2 mm grid instead of the volume's 4 mm grid
     write_slicer_nrrd(other_grid, np.ones(tuple(2 * n for n in volume.spatial_shape), np.int16), finer)
-    command = build_command(files.input, other_grid, tmp_path / "out.seg.nrrd",
-                            RunParameters(max_iter=2, device="cpu"))
+    command = build_command(files.input, other_grid, tmp_path / "out.seg.nrrd", RunParameters(max_iter=2, device="cpu"))
     monitor, _, returncode = run_like_the_module(command)
     ok, message = monitor.outcome(returncode)
     assert not ok and returncode != 0

@@ -5,6 +5,7 @@ file, its parameter defaults are the engine's, it reaches the engine only throug
 public names, and the CMake files build every script and resource. The module's logic and self-test
 run on real MRML in test_slicer_scene.py; its helpers (UnsupervisedSegLib) in test_slicer_lib.py.
 """
+
 import ast
 import importlib.metadata
 import py_compile
@@ -28,8 +29,12 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "UnsupervisedSeg.ui"
 def engine_defaults():
     """The module's parameters as the engine's defaults give them (3D: Slicer volumes)."""
     config, resolved = SegmentationConfig(), SegmentationConfig().resolved(3)
-    return {"numberOfLabels": config.n_labels or 0, "iterations": config.max_iter, "detail": resolved.n_clusters,
-            "device": config.device}
+    return {
+        "numberOfLabels": config.n_labels or 0,
+        "iterations": config.max_iter,
+        "detail": resolved.n_clusters,
+        "device": config.device,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +75,24 @@ def test_every_widget_the_module_uses_is_in_the_ui(ui_widgets):
 
 def test_ui_parameter_bindings_name_parameter_node_fields(ui_widgets, module_tree):
     fields = parameter_fields(module_tree)
-    bound = {props["SlicerParameterName"]: cls for cls, props in ui_widgets.values()
-             if "SlicerParameterName" in props}
+    bound = {props["SlicerParameterName"]: cls for cls, props in ui_widgets.values() if "SlicerParameterName" in props}
     assert set(bound) <= set(fields), sorted(set(bound) - set(fields))
     # the parameter node wrapper fills a QComboBox from the Choice validator: no items in the .ui
     root = ET.parse(UI_FILE).getroot()
     device = next(w for w in root.iter("widget") if w.get("name") == "deviceComboBox")
     assert not device.findall("item")
     # inputs, parameters and output persist in the parameter node
-    assert {"inputVolume", "scribbleSegmentation", "roiNode", "outputSegmentation", "numberOfLabels",
-            "iterations", "refineIterations", "detail", "device"} <= set(bound)
+    assert {
+        "inputVolume",
+        "scribbleSegmentation",
+        "roiNode",
+        "outputSegmentation",
+        "numberOfLabels",
+        "iterations",
+        "refineIterations",
+        "detail",
+        "device",
+    } <= set(bound)
 
 
 def test_defaults_are_the_engines(ui_widgets, module_tree):
@@ -91,14 +104,20 @@ def test_defaults_are_the_engines(ui_widgets, module_tree):
         assert ast.literal_eval(fields[name]) == value, name
     defaults = RunParameters()
     assert (defaults.n_labels, defaults.max_iter, defaults.n_clusters, defaults.device) == tuple(
-        engine_defaults()[k] for k in ("numberOfLabels", "iterations", "detail", "device"))
+        engine_defaults()[k] for k in ("numberOfLabels", "iterations", "detail", "device")
+    )
     assert defaults.seed == SegmentationConfig().seed
     for widget, (cls, props) in ui_widgets.items():
         name = props.get("SlicerParameterName")
         if cls == "QSpinBox" and name in expected and "value" in props:
             assert int(props["value"]) == expected[name], widget
-    device_annotation = ast.unparse(next(s.annotation for s in classes(module_tree)["UnsupervisedSegParameterNode"].body
-                                         if isinstance(s, ast.AnnAssign) and s.target.id == "device"))
+    device_annotation = ast.unparse(
+        next(
+            s.annotation
+            for s in classes(module_tree)["UnsupervisedSegParameterNode"].body
+            if isinstance(s, ast.AnnAssign) and s.target.id == "device"
+        )
+    )
     assert re.findall(r"['\"](\w+)['\"]", device_annotation) == list(DEVICES)
 
 
@@ -121,7 +140,8 @@ def test_module_classes_follow_the_scripted_module_template(module_tree):
 def test_module_asks_for_an_engine_version_that_exists():
     assert install.version_at_least(__version__, install.MINIMUM_ENGINE_VERSION)
     assert install.normalise_package_name(importlib.metadata.metadata(install.ENGINE_DISTRIBUTION)["Name"]) == (
-        install.ENGINE_DISTRIBUTION)
+        install.ENGINE_DISTRIBUTION
+    )
 
 
 def imports(path):
@@ -159,16 +179,27 @@ def test_module_cmake_builds_every_script_and_resource():
     text = (MODULE_DIR / "CMakeLists.txt").read_text()
     name = re.search(r"set\(MODULE_NAME (\w+)\)", text).group(1)
     assert name == "UnsupervisedSeg"
-    listed = {p.replace("${MODULE_NAME}", name) for p in
-              cmake_list(text, "MODULE_PYTHON_SCRIPTS") + cmake_list(text, "MODULE_PYTHON_RESOURCES")}
-    on_disk = {p.relative_to(MODULE_DIR).as_posix() for p in MODULE_DIR.rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts and (p.suffix == ".py" or "Resources" in p.parts)
-               and "Testing" not in p.parts}
+    listed = {
+        p.replace("${MODULE_NAME}", name)
+        for p in cmake_list(text, "MODULE_PYTHON_SCRIPTS") + cmake_list(text, "MODULE_PYTHON_RESOURCES")
+    }
+    on_disk = {
+        p.relative_to(MODULE_DIR).as_posix()
+        for p in MODULE_DIR.rglob("*")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and (p.suffix == ".py" or "Resources" in p.parts)
+        and "Testing" not in p.parts
+    }
     assert listed == on_disk
     assert {f"UnsupervisedSegLib/{name}.py" for name in ("__init__", "install", "command", "process")} <= listed
     assert re.search(r"slicerMacroBuildScriptedModule\(.*WITH_GENERIC_TESTS.*\)", text, re.S)
-    assert re.search(r"if\(BUILD_TESTING\).*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)"
-                     r".*add_subdirectory\(Testing\).*endif\(\)", text, re.S)
+    assert re.search(
+        r"if\(BUILD_TESTING\).*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)"
+        r".*add_subdirectory\(Testing\).*endif\(\)",
+        text,
+        re.S,
+    )
     assert "add_subdirectory(Python)" in (MODULE_DIR / "Testing" / "CMakeLists.txt").read_text()
     assert (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").is_file()
 
@@ -179,8 +210,13 @@ def test_extension_cmake_has_the_metadata_and_layout_of_the_wizard():
     for key in ("HOMEPAGE", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
         assert re.search(rf'set\(EXTENSION_{key} "[^"]+"\)', text), key
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', text)
-    order = ["find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(UnsupervisedSeg)",
-             "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"]
+    order = [
+        "find_package(Slicer REQUIRED)",
+        "include(${Slicer_USE_FILE})",
+        "add_subdirectory(UnsupervisedSeg)",
+        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+        "include(${Slicer_EXTENSION_CPACK})",
+    ]
     positions = [text.index(line) for line in order]
     assert positions == sorted(positions)
 

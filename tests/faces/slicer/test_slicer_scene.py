@@ -5,6 +5,7 @@ What runs here is the module file itself, loaded by path as Slicer loads it: its
 and its logic on real volume, segmentation and transform nodes, with real engine runs in the
 background process the module starts. The widget (Qt) is not here: only the application shows it.
 """
+
 import dataclasses
 import logging
 import shutil
@@ -23,6 +24,7 @@ def test_module_self_test_passes_unchanged(slicer_app, scene):
 
 
 # ------------------------------------------------------------------------------------ helpers
+
 
 def oblique_ijk_to_ras(spacing=(1.5, 2.0, 2.5), origin=(-30.0, 12.5, 47.0), flip_axis=1):
     """An IJK-to-RAS matrix on a rotated (30 degrees about an oblique axis), flipped (one axis
@@ -43,8 +45,12 @@ def add_volume(array_ijk, ijk_to_ras, name, node_class=None):
     """A volume node from an (I, J, K) array (slicer.util wants (K, J, I))."""
     import slicer
 
-    return slicer.util.addVolumeFromArray(np.ascontiguousarray(np.asarray(array_ijk).transpose(2, 1, 0)),
-                                          ijkToRAS=ijk_to_ras, name=name, nodeClassName=node_class)
+    return slicer.util.addVolumeFromArray(
+        np.ascontiguousarray(np.asarray(array_ijk).transpose(2, 1, 0)),
+        ijkToRAS=ijk_to_ras,
+        name=name,
+        nodeClassName=node_class,
+    )
 
 
 def add_segments(segmentation_node, volume, segments):
@@ -55,8 +61,9 @@ def add_segments(segmentation_node, volume, segments):
     for name, color, mask in segments:
         segment_id = segmentation_node.GetSegmentation().AddEmptySegment("", name, color)
         if mask is not None:
-            slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8).transpose(2, 1, 0),
-                                                             segmentation_node, segment_id, volume)
+            slicer.util.updateSegmentBinaryLabelmapFromArray(
+                mask.astype(np.uint8).transpose(2, 1, 0), segmentation_node, segment_id, volume
+            )
         ids.append(segment_id)
     return ids
 
@@ -75,8 +82,11 @@ def node_counts(scene, exclude=()):
     """{class name: number of nodes} of the scene, leaving out the nodes with IDs in ``exclude``."""
     from collections import Counter
 
-    return Counter(scene.GetNthNode(i).GetClassName() for i in range(scene.GetNumberOfNodes())
-                   if scene.GetNthNode(i).GetID() not in exclude)
+    return Counter(
+        scene.GetNthNode(i).GetClassName()
+        for i in range(scene.GetNumberOfNodes())
+        if scene.GetNthNode(i).GetID() not in exclude
+    )
 
 
 def subject_hierarchy_items(scene):
@@ -126,6 +136,7 @@ def stroke(slab, value, k):
 
 # ------------------------------------------------------------------------------------ exports
 
+
 def test_exports_are_read_back_by_the_engine_on_the_nodes_grid(slicer_app, scene, tmp_path):
     """Volume + extra channel, scribbles (the middle segment empty) and ROI on a rotated, flipped,
     offset grid: the engine reads each with the node's geometry and voxels; the scene is unchanged."""
@@ -137,8 +148,11 @@ def test_exports_are_read_back_by_the_engine_on_the_nodes_grid(slicer_app, scene
     extra = add_volume(np.sqrt(image), matrix, "T2")
     scribbles = new_segmentation("Scribbles", volume)
     dark, bright = stroke(slab, 0, 4), stroke(slab, 2, 9)
-    add_segments(scribbles, volume, [("dark", (0.1, 0.2, 0.9), dark), ("unpainted", (0.2, 0.8, 0.3), None),
-                                     ("bright", (0.9, 0.8, 0.1), bright)])
+    add_segments(
+        scribbles,
+        volume,
+        [("dark", (0.1, 0.2, 0.9), dark), ("unpainted", (0.2, 0.8, 0.3), None), ("bright", (0.9, 0.8, 0.1), bright)],
+    )
     roi_mask = np.zeros(image.shape, bool)
     roi_mask[2:-2, 3:-3, 1:-1] = True
     roi = new_segmentation("ROI", volume)
@@ -260,6 +274,7 @@ def test_extra_channel_under_another_transform_is_refused(slicer_app, scene, tmp
 
 # ------------------------------------------------------------------------------------ engine runs
 
+
 def result_node_ids(node):
     """The result segmentation node and the nodes that belong to it (display, storage)."""
     ids = {node.GetID()}
@@ -284,14 +299,19 @@ def check_result_is_the_engines(output, volume, result_file, class_names, class_
     segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
     values = [s.GetLabelValue() for s in segments]
     assert values == sorted(file_segments) == sorted(int(v) for v in np.unique(labels) if v)
-    assert values[:len(class_names)] == list(class_names)
+    assert values[: len(class_names)] == list(class_names)
     for segment in segments:
         value = segment.GetLabelValue()
         assert segment.GetName() == class_names.get(value, f"Cluster {value}")
-        np.testing.assert_allclose(segment.GetColor(), class_colors.get(value, file_segments[value]["color"][:3]),
-                                   atol=1e-6)
-        mask = slicer.util.arrayFromSegmentBinaryLabelmap(output, segmentation.GetSegmentIdBySegmentName(
-            segment.GetName()), volume).transpose(2, 1, 0) > 0
+        np.testing.assert_allclose(
+            segment.GetColor(), class_colors.get(value, file_segments[value]["color"][:3]), atol=1e-6
+        )
+        mask = (
+            slicer.util.arrayFromSegmentBinaryLabelmap(
+                output, segmentation.GetSegmentIdBySegmentName(segment.GetName()), volume
+            ).transpose(2, 1, 0)
+            > 0
+        )
         np.testing.assert_array_equal(mask, labels == value, err_msg=segment.GetName())
     return labels
 
@@ -306,8 +326,9 @@ def test_apply_refine_and_cancel_on_real_nodes(slicer_app, scene, logic, tmp_pat
 
     image, slab = blocks()
     matrix = oblique_ijk_to_ras()
-    transform = add_linear_transform("registration", np.array([[1, 0, 0, 5.0], [0, 1, 0, -3.0], [0, 0, 1, 2.0],
-                                                               [0, 0, 0, 1]]))
+    transform = add_linear_transform(
+        "registration", np.array([[1, 0, 0, 5.0], [0, 1, 0, -3.0], [0, 0, 1, 2.0], [0, 0, 0, 1]])
+    )
     volume = add_volume(image, matrix, "T1")
     extra = add_volume(np.sqrt(image), matrix, "T2")
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
@@ -318,8 +339,11 @@ def test_apply_refine_and_cancel_on_real_nodes(slicer_app, scene, logic, tmp_pat
     scribbles = new_segmentation("Scribbles", volume)
     scribbles.SetAndObserveTransformNodeID(transform.GetID())
     dark, bright, middle = stroke(slab, 0, 4), stroke(slab, 2, 9), stroke(slab, 1, 12)
-    add_segments(scribbles, volume, [("dark", (0.1, 0.2, 0.9), dark), ("unpainted", (0.2, 0.8, 0.3), None),
-                                     ("bright", (0.9, 0.8, 0.1), bright)])
+    add_segments(
+        scribbles,
+        volume,
+        [("dark", (0.1, 0.2, 0.9), dark), ("unpainted", (0.2, 0.8, 0.3), None), ("bright", (0.9, 0.8, 0.1), bright)],
+    )
     roi_mask = np.zeros(image.shape, bool)
     roi_mask[1:-1, 2:-2, 1:-1] = True
     roi = new_segmentation("ROI", volume)
@@ -337,8 +361,13 @@ def test_apply_refine_and_cancel_on_real_nodes(slicer_app, scene, logic, tmp_pat
 
     logic.loadResult = keep_a_copy
     parameters = slicer_app.module.RunParameters(max_iter=20, refine_iter=20, n_clusters=8, device="cpu")
-    arguments = {"scribbleSegmentation": scribbles, "extraVolumes": [extra], "roiNode": roi, "roiSegmentID": roi_id,
-                 "parameters": parameters}
+    arguments = {
+        "scribbleSegmentation": scribbles,
+        "extraVolumes": [extra],
+        "roiNode": roi,
+        "roiSegmentID": roi_id,
+        "parameters": parameters,
+    }
     nodes, items = node_counts(scene, exclude=result_node_ids(output)), len(subject_hierarchy_items(scene))
 
     message = logic.process(volume, output, **arguments)
@@ -347,22 +376,29 @@ def test_apply_refine_and_cancel_on_real_nodes(slicer_app, scene, logic, tmp_pat
     assert len(subject_hierarchy_items(scene)) == items
     assert output.GetTransformNodeID() == transform.GetID()
     assert shNode.GetItemParent(shNode.GetItemByDataNode(output)) == study
-    labels = check_result_is_the_engines(output, volume, files[-1], {1: "dark", 2: "bright"},
-                                         {1: (0.1, 0.2, 0.9), 2: (0.9, 0.8, 0.1)})
+    labels = check_result_is_the_engines(
+        output, volume, files[-1], {1: "dark", 2: "bright"}, {1: (0.1, 0.2, 0.9), 2: (0.9, 0.8, 0.1)}
+    )
     assert not labels[~roi_mask].any() and labels[roi_mask].all()
     assert (labels[dark & roi_mask] == 1).mean() > 0.9 and (labels[bright & roi_mask] == 2).mean() > 0.9
 
     # Refine after painting the middle segment: three classes now
     segment_id = scribbles.GetSegmentation().GetSegmentIdBySegmentName("unpainted")
-    slicer.util.updateSegmentBinaryLabelmapFromArray(middle.astype(np.uint8).transpose(2, 1, 0), scribbles,
-                                                     segment_id, volume)
+    slicer.util.updateSegmentBinaryLabelmapFromArray(
+        middle.astype(np.uint8).transpose(2, 1, 0), scribbles, segment_id, volume
+    )
     nodes, items = node_counts(scene, exclude=result_node_ids(output)), len(subject_hierarchy_items(scene))
     assert logic.canRefine([volume, extra], parameters.n_clusters)
     logic.process(volume, output, refine=True, **arguments)
     assert node_counts(scene, exclude=result_node_ids(output)) == nodes
     assert len(subject_hierarchy_items(scene)) == items
-    check_result_is_the_engines(output, volume, files[-1], {1: "dark", 2: "unpainted", 3: "bright"},
-                                {1: (0.1, 0.2, 0.9), 2: (0.2, 0.8, 0.3), 3: (0.9, 0.8, 0.1)})
+    check_result_is_the_engines(
+        output,
+        volume,
+        files[-1],
+        {1: "dark", 2: "unpainted", 3: "bright"},
+        {1: (0.1, 0.2, 0.9), 2: (0.2, 0.8, 0.3), 3: (0.9, 0.8, 0.1)},
+    )
     assert not list(slicer_app.temporaryPath.glob(logic.RUN_FOLDER_KEY + "2*"))  # run folders removed
 
     cancel_a_refine(slicer_app, logic, volume, output, arguments)
@@ -389,10 +425,15 @@ def cancel_a_refine(slicer_app, logic, volume, output, arguments):
     nodes = node_counts(output.GetScene(), exclude=result_node_ids(output))
     parameters = arguments["parameters"]
     progress, completed = [], []
-    logic.process(volume, output, refine=True, waitForCompletion=False,
-                  progressCallback=lambda monitor: progress.append(monitor.status),
-                  completedCallback=lambda *outcome: completed.append(outcome),
-                  **{**arguments, "parameters": dataclasses.replace(parameters, refine_iter=10000)})
+    logic.process(
+        volume,
+        output,
+        refine=True,
+        waitForCompletion=False,
+        progressCallback=lambda monitor: progress.append(monitor.status),
+        completedCallback=lambda *outcome: completed.append(outcome),
+        **{**arguments, "parameters": dataclasses.replace(parameters, refine_iter=10000)},
+    )
     engine = logic._run.process  # the engine's Popen, as slicer.util.launchConsoleProcess started it
     assert logic.isRunning() and list(slicer_app.temporaryPath.glob(logic.RUN_FOLDER_KEY + "2*"))
     run_events_until(lambda: any(status.startswith("Iteration") for status in progress), what="fitting")
@@ -403,7 +444,8 @@ def cancel_a_refine(slicer_app, logic, volume, output, arguments):
     assert not logic.isRunning()
     assert not list(slicer_app.temporaryPath.glob(logic.RUN_FOLDER_KEY + "2*"))
     assert models[0].read_bytes() == saved and logic.canRefine(
-        [volume, *arguments["extraVolumes"]], parameters.n_clusters)
+        [volume, *arguments["extraVolumes"]], parameters.n_clusters
+    )
     assert output.GetSegmentation().GetNumberOfSegments() == segments
     assert node_counts(output.GetScene(), exclude=result_node_ids(output)) == nodes
     logic.forgetModel()
@@ -411,6 +453,7 @@ def cancel_a_refine(slicer_app, logic, volume, output, arguments):
 
 
 # ------------------------------------------------------------------------------------ parameters
+
 
 def test_parameter_node_defaults_are_the_engines(slicer_app, scene):
     """A new scene's parameter node (the @parameterNodeWrapper class on a real vtkMRMLScriptedModuleNode)
@@ -421,14 +464,22 @@ def test_parameter_node_defaults_are_the_engines(slicer_app, scene):
     logic = slicer_app.module.UnsupervisedSegLogic()
     node = logic.getParameterNode()
     assert node.parameterNode.IsA("vtkMRMLScriptedModuleNode") and node.parameterNode.GetModuleName() == (
-        "UnsupervisedSeg")
+        "UnsupervisedSeg"
+    )
     assert (node.numberOfLabels, node.iterations, node.detail, node.device) == (
-        config.n_labels or 0, config.max_iter, resolved.n_clusters, config.device)
+        config.n_labels or 0,
+        config.max_iter,
+        resolved.n_clusters,
+        config.device,
+    )
     assert not node.inputVolume and node.extraVolumes == [] and not node.roiNode and node.roiSegmentID == ""
     parameters = logic.runParameters(node)
     assert parameters == slicer_app.module.RunParameters()
     assert (parameters.seed, parameters.n_labels or None, parameters.max_iter) == (
-        config.seed, config.n_labels, config.max_iter)
+        config.seed,
+        config.n_labels,
+        config.max_iter,
+    )
     with pytest.raises(ValueError):
         node.device = "tpu"  # the Choice the GUI offers
     # the node keeps what the module stores in it

@@ -3,6 +3,7 @@ project's tests: the base classes of a scripted module, as far as a module's log
 
 The widget base class needs the application's Qt and refuses to set up here.
 """
+
 import logging
 import os
 import unittest
@@ -39,11 +40,13 @@ class ScriptedLoadableModuleWidget:
         self.parent = parent
         self.moduleName = self.__class__.__name__
         if self.moduleName.endswith("Widget"):
-            self.moduleName = self.moduleName[:-len("Widget")]
+            self.moduleName = self.moduleName[: -len("Widget")]
 
     def setup(self):
-        raise NotImplementedError("module widgets need the Slicer application's Qt; the slicer-core harness "
-                                  "runs the logic and the self-test only")
+        raise NotImplementedError(
+            "module widgets need the Slicer application's Qt; the slicer-core harness "
+            "runs the logic and the self-test only"
+        )
 
     def resourcePath(self, filename):
         module = slicer.modules.get(self.moduleName.lower())
@@ -57,7 +60,7 @@ class ScriptedLoadableModuleLogic:
         self.parent = parent
         self.moduleName = self.__class__.__name__
         if self.moduleName.endswith("Logic"):
-            self.moduleName = self.moduleName[:-len("Logic")]
+            self.moduleName = self.moduleName[: -len("Logic")]
 
     def getParameterNode(self):
         node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")

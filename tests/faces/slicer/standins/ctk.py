@@ -6,5 +6,6 @@ file, which only the application loads), so this stand-in is empty and says so w
 
 
 def __getattr__(name):
-    raise AttributeError(f"ctk.{name} is a Qt widget: only the Slicer application has it "
-                         "(tests/faces/slicer/standins/ctk.py)")
+    raise AttributeError(
+        f"ctk.{name} is a Qt widget: only the Slicer application has it (tests/faces/slicer/standins/ctk.py)"
+    )

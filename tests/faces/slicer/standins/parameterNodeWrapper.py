@@ -6,6 +6,7 @@ Supported annotations: int, float, str, bool, a MRML node class, ``Union``/``Opt
 parameters of the node (text), nodes are node references (a list: several references of one role).
 Connecting widgets (``connectGui``) needs the application's Qt and is refused.
 """
+
 import typing
 
 import slicer
@@ -60,14 +61,17 @@ class _Parameter:
 
     def _checkNode(self, node):
         if node is not None and not isinstance(node, self.nodeClasses):
-            raise TypeError(f"{self.name}: {node.GetClassName()} is not one of "
-                            f"{[c.__name__ for c in self.nodeClasses]}")
+            raise TypeError(
+                f"{self.name}: {node.GetClassName()} is not one of {[c.__name__ for c in self.nodeClasses]}"
+            )
 
     def read(self, parameterNode):
         if self.nodeClasses:
             if self.isList:
-                return [parameterNode.GetNthNodeReference(self.name, i)
-                        for i in range(parameterNode.GetNumberOfNodeReferences(self.name))]
+                return [
+                    parameterNode.GetNthNodeReference(self.name, i)
+                    for i in range(parameterNode.GetNumberOfNodeReferences(self.name))
+                ]
             return parameterNode.GetNodeReference(self.name)
         return _SCALARS[self.kind](parameterNode.GetParameter(self.name))
 
@@ -93,8 +97,10 @@ _MISSING = object()
 def parameterNodeWrapper(cls):
     """Class decorator: ``cls(parameterNode)`` reads and writes its annotated attributes in the node;
     parameters the node does not have yet get their defaults."""
-    parameters = {name: _Parameter(name, annotation, cls.__dict__.get(name, _MISSING))
-                  for name, annotation in typing.get_type_hints(cls, include_extras=True).items()}
+    parameters = {
+        name: _Parameter(name, annotation, cls.__dict__.get(name, _MISSING))
+        for name, annotation in typing.get_type_hints(cls, include_extras=True).items()
+    }
 
     def __init__(self, parameterNode):
         object.__setattr__(self, "parameterNode", parameterNode)

@@ -5,6 +5,7 @@ background run polls its output with a QTimer) and the few classes ``slicer.util
 Timers fire when ``slicer.app.processEvents()`` (see the harness) runs due timers, as a Qt event loop would.
 Anything else is a widget: only the application has it.
 """
+
 import datetime
 import os
 import time
@@ -90,9 +91,15 @@ class QDateTime:
 
     def toString(self, fmt):
         v = self._value
-        for token, text in (("yyyy", f"{v.year:04d}"), ("MM", f"{v.month:02d}"), ("dd", f"{v.day:02d}"),
-                            ("hh", f"{v.hour:02d}"), ("mm", f"{v.minute:02d}"), ("ss", f"{v.second:02d}"),
-                            ("zzz", f"{v.microsecond // 1000:03d}")):
+        for token, text in (
+            ("yyyy", f"{v.year:04d}"),
+            ("MM", f"{v.month:02d}"),
+            ("dd", f"{v.day:02d}"),
+            ("hh", f"{v.hour:02d}"),
+            ("mm", f"{v.minute:02d}"),
+            ("ss", f"{v.second:02d}"),
+            ("zzz", f"{v.microsecond // 1000:03d}"),
+        ):
             fmt = fmt.replace(token, text)
         return fmt
 
@@ -150,5 +157,7 @@ class QProcessEnvironment:
 
 
 def __getattr__(name):
-    raise AttributeError(f"qt.{name} is not in the project's Qt stand-in: widgets exist only in the Slicer "
-                         "application (tests/faces/slicer/standins/qt.py)")
+    raise AttributeError(
+        f"qt.{name} is not in the project's Qt stand-in: widgets exist only in the Slicer "
+        "application (tests/faces/slicer/standins/qt.py)"
+    )
