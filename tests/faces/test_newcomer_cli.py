@@ -133,7 +133,8 @@ def test_a_read_only_output_folder_fails_before_the_fit(tmp_path):
 
 # ------------------------------------------------------------------------------------- 6. progress to 100 %
 def test_json_progress_fraction_never_decreases_and_reaches_1_when_the_run_converges(crop, tmp_path):
-    proc = run_cli("segment", crop, "-o", tmp_path / "labels.nii.gz", "--progress", "json")
+    # --min-labels 1: the run ends by convergence, not by falling to the minimum label count
+    proc = run_cli("segment", crop, "-o", tmp_path / "labels.nii.gz", "--min-labels", "1", "--progress", "json")
     assert proc.returncode == 0, proc.stderr
     events = json_events(proc)
     fits = [e for e in events if e["stage"] == "fit"]
