@@ -386,7 +386,7 @@ def colin(resolution: int = 1, mask: bool = True) -> DevVolume:
             "version": _debian_version("mricron-data"),
             "licence": LICENCES["mricron-data"],
             "truth": "THRESHOLD-DERIVED: ch2bet 1 mm, 3x3x3 median, split at its in-brain histogram valleys "
-            f"{np.round(thresholds, 3).tolist()} (x max)"
+            f"{[round(float(t), 3) for t in thresholds]} (x max)"
             + (f", majority per {resolution} mm block" if resolution != 1 else ""),
             "obtain": FETCH_COMMAND,
             **({} if mask else {"variant": "no mask: the whole head is given"}),
