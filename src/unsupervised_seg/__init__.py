@@ -21,7 +21,7 @@ _PUBLIC = {
     "load_volume": ".io",
     "segment": ".engine.segmenter",
     "segment_files": ".api",
-    "segment_sequence": ".engine.segmenter",
+    "segment_sequence": ".engine.sequence",
 }
 
 

@@ -353,7 +353,7 @@ def segment_sequence_files(
 ) -> Batch:
     """Sequence mode: a 4D NIfTI (time last) -> one 4D label file; a folder of frames -> one label file each.
     Each frame warm-starts from the previous one and keeps its label mapping."""
-    from .engine.segmenter import segment_sequence
+    from .engine.sequence import segment_sequence
 
     config = SegmentationConfig(**engine_options)
     source, out = Path(source), Path(output)

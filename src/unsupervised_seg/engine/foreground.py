@@ -27,6 +27,17 @@ _MAX_BORDER = 0.5
 _PART_OF_LARGEST = 0.05
 
 
+def roi_or_foreground(volume: Volume, scribbles, mask, setting: str) -> Optional[np.ndarray]:
+    """The ROI to cluster: ``mask`` when given; else, with ``setting`` "auto", the detected foreground plus every
+    scribbled voxel; None: the whole image."""
+    if mask is not None or setting != "auto":
+        return mask
+    found = detect_foreground(volume)
+    if found is not None and scribbles is not None:
+        found = found | (np.asarray(scribbles).reshape(found.shape) > 0)
+    return found
+
+
 def detect_foreground(volume: Volume, padding_value: Optional[float] = None) -> Optional[np.ndarray]:
     """(*spatial) bool foreground of ``volume`` (C, *spatial), or None when no background is found.
 

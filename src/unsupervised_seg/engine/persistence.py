@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..core.errors import InputError
+from .network import ClusteringNet
 from .preprocess import Prepared
 from .refine import RefineCache
 
@@ -72,6 +73,31 @@ def cache_from_state(state: Optional[dict]) -> Optional[RefineCache]:
         _prepared(state["full"]),
         state["full_features"],
     )
+
+
+def segmenter_state(seg) -> dict:
+    """The state of a fitted Segmenter: config, network shape and weights, optimiser, label mapping, steps done,
+    refinement cache; tensors and plain values only."""
+    return {
+        "config": seg.config.to_dict(),
+        "network": seg.network.hyper_parameters(),
+        "state_dict": seg.network.state_dict(),
+        "optimizer": seg.optimizer.state_dict(),
+        "channel_to_label": torch.from_numpy(np.asarray(seg.channel_to_label, np.int64)),
+        "iterations_done": seg.iterations_done,
+        "refine_cache": cache_state(seg._cache),
+    }
+
+
+def restore(seg, state: dict) -> None:
+    """Put a ``segmenter_state`` back into a new Segmenter made with the saved config."""
+    seg.network = ClusteringNet(**state["network"]).to(seg.device)
+    seg.network.load_state_dict(state["state_dict"])
+    seg.optimizer = torch.optim.SGD(seg.network.parameters(), lr=seg.config.lr, momentum=seg.config.momentum)
+    seg.optimizer.load_state_dict(state["optimizer"])
+    seg.channel_to_label = state["channel_to_label"].numpy()
+    seg.iterations_done = int(state["iterations_done"])
+    seg._cache = cache_from_state(state.get("refine_cache"))
 
 
 def write_state(state: dict, path) -> None:

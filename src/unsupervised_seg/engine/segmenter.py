@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import List, Optional, Sequence
 
@@ -17,25 +16,21 @@ import numpy as np
 import torch
 
 from ..core.errors import InputError
-from ..core.progress import Done, Predicting, ProgressCallback
+from ..core.progress import Done, ProgressCallback
 from ..core.scribbles import scribble_classes, validate_scribbles
 from ..core.volume import Volume, validate_mask, validate_volume
-from . import persistence
+from . import persistence, predict
 from .config import SegmentationConfig
 from .device import import_dynamo_quietly, resolve_device
-from .foreground import detect_foreground
+from .foreground import roi_or_foreground
 from .labels import assign_labels
 from .network import ClusteringNet
-from .patches import choose_patch_size, sliding_window_response
-from .preprocess import Prepared, in_roi, normalise_intensity, prepare, training_level
-from .refine import RefineCache, pointwise, strokes, volume_key
+from .preprocess import Prepared, in_roi, prepare, training_level
+from .refine import RefineCache, strokes, volume_key
 from .result import SegmentationResult
 from .training import HEAD, NETWORK, calibrate_batchnorm, train
 
 log = logging.getLogger(__name__)
-
-# Voxels per chunk when the pointwise head is applied to cached ROI features.
-_HEAD_CHUNK = 2**20
 
 
 class Segmenter:
@@ -96,17 +91,8 @@ class Segmenter:
         marked = strokes(cache.full, cache.full_features, scribbles, volume.spatial_dims)
         if marked is not None and cache.train is not None and (refining or cache.level > 0):
             # the head learns the strokes at full resolution (coarse training saw them block-pooled)
-            head_history, stop_reason = train(
-                self.network.head,
-                self.optimizer,
-                [cache.train],
-                cfg,
-                HEAD,
-                max_iter,
-                self.device,
-                self.iterations_done,
-                progress,
-                marked,
+            head_history, stop_reason = self._train(
+                self.network.head, [cache.train], cfg, HEAD, max_iter, progress, marked
             )
             history += head_history
         channels = self._channels(cache.full, cache.full_features)
@@ -127,10 +113,7 @@ class Segmenter:
         coarse, coarse_scribbles, coarse_mask, level = training_level(volume, scribbles, mask, cfg.coarse_voxels)
         prep = prepare(coarse, coarse_scribbles, coarse_mask, cfg)
         self._ensure_network(volume, cfg)
-        history, stop_reason = train(
-            self.network, self.optimizer, [prep], cfg, NETWORK, max_iter, self.device, self.iterations_done, progress
-        )
-        self.iterations_done += len(history)
+        history, stop_reason = self._train(self.network, [prep], cfg, NETWORK, max_iter, progress)
         whole = prep.roi.numel() <= cfg.max_voxels  # else trained on patches: no head phase, no cache
         if whole:
             calibrate_batchnorm(self.network, [prep.image.to(self.device)])
@@ -170,18 +153,7 @@ class Segmenter:
         preps = [prepare(coarse, None, coarse_mask, cfg) for coarse, _, coarse_mask, _ in levels]
         self._ensure_network(volumes[0], cfg)
         self._cache = None
-        history, _ = train(
-            self.network,
-            self.optimizer,
-            preps,
-            cfg,
-            NETWORK,
-            max_iter or cfg.max_iter,
-            self.device,
-            self.iterations_done,
-            progress,
-        )
-        self.iterations_done += len(history)
+        history, _ = self._train(self.network, preps, cfg, NETWORK, max_iter or cfg.max_iter, progress)
         if all(p.roi.numel() <= cfg.max_voxels for p in preps):
             calibrate_batchnorm(self.network, [p.image.to(self.device) for p in preps])
         first = prepare(volumes[0], None, masks[0], cfg, targets=False)
@@ -194,6 +166,14 @@ class Segmenter:
                 )
             )
         return history
+
+    def _train(self, model, preps, cfg: SegmentationConfig, phase, max_iter: int, progress, marked=None):
+        """``training.train`` with this segmenter's optimiser, device and steps so far; the network's steps count."""
+        history, stop_reason = train(
+            model, self.optimizer, preps, cfg, phase, max_iter, self.device, self.iterations_done, progress, marked
+        )
+        self.iterations_done += len(history) if phase is NETWORK else 0
+        return history, stop_reason
 
     def _check(self, volume: Volume, scribbles, mask) -> SegmentationConfig:
         """Validate the input (and that it suits a trained network); the config resolved for its dims."""
@@ -210,14 +190,7 @@ class Segmenter:
 
     @staticmethod
     def _roi(volume: Volume, scribbles, mask, cfg: SegmentationConfig):
-        """The mask, or without one the detected foreground (cfg.foreground "auto") with every scribbled voxel;
-        None: the whole image."""
-        if mask is not None or cfg.foreground != "auto":
-            return mask
-        found = detect_foreground(volume)
-        if found is not None and scribbles is not None:
-            found = found | (np.asarray(scribbles).reshape(found.shape) > 0)
-        return found
+        return roi_or_foreground(volume, scribbles, mask, cfg.foreground)
 
     def _ensure_network(self, volume: Volume, cfg: SegmentationConfig) -> None:
         if self.network is None:
@@ -241,31 +214,11 @@ class Segmenter:
         )
 
     # ------------------------------------------------------------------ prediction
-    @torch.no_grad()
     def _features(self, prep: Prepared, cfg: SegmentationConfig, progress=None) -> torch.Tensor:
-        """Eval-mode features (q, *crop) of the crop, on the CPU; sliding window above the voxel budget."""
-        self.network.eval()
-        if prep.roi.numel() <= cfg.max_voxels:
-            return self.network.features(prep.image.to(self.device))[0].cpu()
-        size = cfg.patch_size or choose_patch_size(cfg, prep.image.shape[1], prep.image.shape[2:], self.device)
-        if progress:
-            progress(Predicting(list(size)))
-        return sliding_window_response(self.network.features, prep.image, size, cfg, self.device)
+        return predict.features(self.network, prep, cfg, self.device, progress)
 
-    @torch.no_grad()
     def _channels(self, prep: Prepared, roi_features: torch.Tensor) -> np.ndarray:
-        """Argmax channels of the eval-mode head: (q, N) ROI features -> (*crop) int64, 0 outside the ROI."""
-        self.network.eval()
-        dims = self.network.spatial_dims
-        channels = torch.cat(
-            [
-                self.network.head(pointwise(chunk.to(self.device), dims)).flatten(1).argmax(1).cpu()
-                for chunk in roi_features.split(_HEAD_CHUNK, dim=1)
-            ]
-        )
-        crop = torch.zeros(prep.roi.shape[1:], dtype=torch.long)
-        crop[prep.roi[0]] = channels
-        return crop.numpy()
+        return predict.head_channels(self.network, prep, roi_features, self.device)
 
     def predict(self, volume: Volume, mask=None, progress: Optional[ProgressCallback] = None) -> SegmentationResult:
         """Segment ``volume`` with the trained network, without optimisation (reference mode)."""
@@ -300,18 +253,7 @@ class Segmenter:
         ROI voxel: ~240 MB for a 1 mm brain)."""
         if self.network is None:
             raise InputError("nothing to save: the segmenter has not been fitted")
-        persistence.write_state(
-            {
-                "config": self.config.to_dict(),
-                "network": self.network.hyper_parameters(),
-                "state_dict": self.network.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "channel_to_label": torch.from_numpy(np.asarray(self.channel_to_label, np.int64)),
-                "iterations_done": self.iterations_done,
-                "refine_cache": persistence.cache_state(self._cache),
-            },
-            path,
-        )
+        persistence.write_state(persistence.segmenter_state(self), path)
 
     @classmethod
     def load(cls, path, device: Optional[str] = None) -> Segmenter:
@@ -320,16 +262,8 @@ class Segmenter:
         state = persistence.read_state(path)
         try:
             config = SegmentationConfig(**state["config"])
-            if device is not None:
-                config = config.replace(device=device)
-            seg = cls(config)
-            seg.network = ClusteringNet(**state["network"]).to(seg.device)
-            seg.network.load_state_dict(state["state_dict"])
-            seg.optimizer = torch.optim.SGD(seg.network.parameters(), lr=config.lr, momentum=config.momentum)
-            seg.optimizer.load_state_dict(state["optimizer"])
-            seg.channel_to_label = state["channel_to_label"].numpy()
-            seg.iterations_done = int(state["iterations_done"])
-            seg._cache = persistence.cache_from_state(state.get("refine_cache"))
+            seg = cls(config if device is None else config.replace(device=device))
+            persistence.restore(seg, state)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"damaged UnsupervisedSeg model ({exc.__class__.__name__}: {exc})", path) from None
         return seg
@@ -345,39 +279,3 @@ def segment(
 ) -> SegmentationResult:
     """One-shot segmentation of ``volume`` (see Segmenter.fit)."""
     return Segmenter(config, **overrides).fit(volume, scribbles, mask, progress=progress)
-
-
-def segment_sequence(
-    frames: Sequence[Volume],
-    config: Optional[SegmentationConfig] = None,
-    masks=None,
-    warm_max_iter: Optional[int] = None,
-    progress: Optional[ProgressCallback] = None,
-    **overrides,
-) -> List[SegmentationResult]:
-    """Sequence mode: frames (video, 4D time points) in order, each warm-started from the previous network.
-
-    The channel -> label mapping of the first frame is kept, so a structure keeps its label over time.
-    Every frame is checked before the first fit; an InputError names its frame ("frame k", counted from 0).
-    """
-    seg = Segmenter(config, **overrides)
-    masks = list(masks) if masks is not None else [None] * len(frames)
-    for index, (frame, mask) in enumerate(zip(frames, masks)):
-        with _naming_frame(index):
-            cfg = seg._check(frame, None, mask)
-            normalise_intensity(frame, validate_mask(mask, frame), cfg.lower_percentile, cfg.upper_percentile)
-    results = []
-    for index, (frame, mask) in enumerate(zip(frames, masks)):
-        max_iter = None if index == 0 else warm_max_iter
-        with _naming_frame(index):
-            results.append(seg.fit(frame, mask=mask, max_iter=max_iter, progress=progress, keep_labels=index > 0))
-    return results
-
-
-@contextmanager
-def _naming_frame(index: int):
-    """Re-raise an InputError with "frame <index>" in front of its problem (same file)."""
-    try:
-        yield
-    except InputError as exc:
-        raise InputError(f"frame {index} (counted from 0): {exc.problem}", exc.path) from None
