@@ -75,9 +75,11 @@ def test_refinement_retrains_only_the_head_and_follows_the_stroke(scribbled, mni
     assert {entry["phase"] for entry in warm.history} == {"head"}
     assert warm.stop_reason == cold.stop_reason == "converged"
     assert warm.iterations <= cold.iterations  # and each step is a pointwise layer, not the network
-    assert np.mean(cold.labels[added] == 2) == 0 and np.mean(warm.labels[added] == 2) >= 0.3  # 3 of 9 at 4 mm
+    learnt = seg.predict(volume, mask).labels  # the head's own labels: strokes are not pasted in by predict
+    assert np.mean(cold.labels[added] == 2) == 0 and np.mean(learnt[added] == 2) >= 0.3  # 3 of 9 at 4 mm
+    assert np.all(warm.labels[more > 0] == more[more > 0])  # the fit's output keeps every stroked voxel's class
     assert hungarian_dice(warm.labels, truth, mask)["mean"] >= 0.9
-    assert np.array_equal(seg.predict(volume, mask).labels, warm.labels)  # the head's labels are the network's
+    assert np.array_equal(learnt[more == 0], warm.labels[more == 0])  # elsewhere the fit's labels are the head's
 
 
 def test_refinement_after_save_and_load(scribbled, mni_4mm, tmp_path):
@@ -283,4 +285,15 @@ def test_coarse_to_fine_learns_the_strokes_at_full_resolution(mni_2mm):
     marked = scribbles > 0
     assert np.mean(result.labels[marked] == scribbles[marked]) >= 0.95
     dice = hungarian_dice(result.labels, truth, mask)
-    assert dice["mean"] >= 0.9, dice  # 0.913; the same fit without the head phase: 0.894
+    assert dice["mean"] >= 0.885, dice  # 0.893 (0.913 before strokes were class-balanced; see the painted test)
+
+
+def test_painted_strokes_do_not_drown_the_small_class(mni_2mm):
+    """Whole class regions painted on three slices: grey matter ~20x the CSF voxels. With unweighted stroke
+    cross-entropy CSF fell to 0.59 and the mean to 0.822, below the unsupervised 0.894; class-balanced: 0.910."""
+    volume, mask, truth = mni_2mm
+    scribbles = scribbles_from_truth(truth, mask, volume.spacing, style="painted")
+    counts = np.bincount(scribbles[scribbles > 0])
+    assert counts[2] > 10 * counts[1]  # the imbalance the test is about
+    dice = hungarian_dice(segment(volume, scribbles, mask, n_labels=3, seed=0).labels, truth, mask)
+    assert dice["mean"] >= 0.9 and dice["per_class"][1] >= 0.8, dice
