@@ -78,7 +78,6 @@ class Segmenter:
         max_iter = max_iter or cfg.max_iter
         n_classes = scribble_classes(validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source))
         key, cache = volume_key(volume, mask), self._cache
-        mask = self._roi(volume, scribbles, mask, cfg)
         refining = (
             cache is not None and cache.key == key and 0 < n_classes <= cache.n_scribble_classes and not keep_labels
         )
@@ -86,8 +85,9 @@ class Segmenter:
         if refining:
             log.info("%s: same volume, no new scribble class: refining the clustering head", volume.source)
             cache = replace(cache, full=replace(cache.full, n_scribble_classes=n_classes))
-        else:
-            cache, history, stop_reason = self._fit_network(volume, scribbles, mask, cfg, max_iter, key, progress)
+        else:  # a refinement reuses the first fit's ROI; only a new fit looks for the foreground
+            roi = roi_or_foreground(volume, scribbles, mask, cfg.foreground)
+            cache, history, stop_reason = self._fit_network(volume, scribbles, roi, cfg, max_iter, key, progress)
         marked = strokes(cache.full, cache.full_features, scribbles, volume.spatial_dims)
         if marked is not None and cache.train is not None and (refining or cache.level > 0):
             # the head learns the strokes at full resolution (coarse training saw them block-pooled)
@@ -148,7 +148,7 @@ class Segmenter:
             raise InputError("reference images must share spatial dimensions and channel count")
         masks = list(masks) if masks is not None else [None] * len(volumes)
         cfg = [self._check(v, None, m) for v, m in zip(volumes, masks)][0]
-        masks = [self._roi(v, None, m, cfg) for v, m in zip(volumes, masks)]
+        masks = [roi_or_foreground(v, None, m, cfg.foreground) for v, m in zip(volumes, masks)]
         levels = [training_level(v, None, m, cfg.coarse_voxels) for v, m in zip(volumes, masks)]
         preps = [prepare(coarse, None, coarse_mask, cfg) for coarse, _, coarse_mask, _ in levels]
         self._ensure_network(volumes[0], cfg)
@@ -188,10 +188,6 @@ class Segmenter:
             )
         return self.config.resolved(volume.spatial_dims)
 
-    @staticmethod
-    def _roi(volume: Volume, scribbles, mask, cfg: SegmentationConfig):
-        return roi_or_foreground(volume, scribbles, mask, cfg.foreground)
-
     def _ensure_network(self, volume: Volume, cfg: SegmentationConfig) -> None:
         if self.network is None:
             torch.manual_seed(cfg.seed)
@@ -226,7 +222,7 @@ class Segmenter:
             raise InputError("the segmenter has not been fitted: fit it or load a model first")
         start = time.perf_counter()
         cfg = self._check(volume, None, mask)
-        prep = prepare(volume, None, self._roi(volume, None, mask, cfg), cfg, targets=False)
+        prep = prepare(volume, None, roi_or_foreground(volume, None, mask, cfg.foreground), cfg, targets=False)
         channels = self._channels(prep, in_roi(self._features(prep, cfg, progress), prep))
         self.channel_to_label = self._assign(channels, prep, cfg, keep=True)
         return self._result(channels, prep, 0, "predict", [], start)
