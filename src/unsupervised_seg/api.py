@@ -25,7 +25,15 @@ from .core.progress import Failed, ProgressCallback, ProgressEvent, Written
 from .engine.config import SegmentationConfig
 from .io import check_output_format, load_frames, load_mask, load_scribbles, load_volume, save_label_series, save_labels
 from .io.atomic import atomic_output, ensure_folder
-from .io.paths import FORMAT_EXTENSIONS, RASTER_EXTENSIONS, find_companion, format_from_path, input_stem, list_inputs
+from .io.paths import (
+    FORMAT_EXTENSIONS,
+    RASTER_EXTENSIONS,
+    find_companion,
+    format_from_path,
+    input_stem,
+    list_inputs,
+    split_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,7 @@ class Job:
     format: str
     scribbles: Optional[Path] = None
     mask: Optional[Path] = None
+    overlay: Optional[Path] = None  # <output stem>_overlay.png, when asked for
 
 
 @dataclass
@@ -218,6 +227,7 @@ def segment_files(
     series_uid: Optional[str] = None,
     progress: Optional[ProgressCallback] = None,
     keep_labels: bool = False,
+    overlay: bool = False,
     **engine_options,
 ) -> Batch:
     """Segment image files / DICOM folders into label files (what ``unsupervised-seg segment`` does).
@@ -225,7 +235,8 @@ def segment_files(
     inputs: a path or a list of them; output: a file (one input) or a folder. model: predict with a trained
     model (reference mode), init_model: warm-start from one, save_model: save the fitted model (one input).
     engine_options: SegmentationConfig fields (min_labels, n_labels, max_iter, n_clusters, seed, device, ...).
-    keep_labels: keep each outcome's label array (for callers in Python).
+    keep_labels: keep each outcome's label array (for callers in Python). overlay: also write
+    ``<output stem>_overlay.png`` beside each label file (the labels tinted on the image; three planes in 3D).
     Returns a Batch; inputs that failed carry their error and were reported as ``Failed`` events.
     """
     SegmentationConfig(**engine_options)  # bad values fail here, before any work
@@ -249,7 +260,11 @@ def segment_files(
             job.scribbles = companion(job.image, scribbles, "_scribbles", is_batch)
             job.mask = companion(job.image, mask, "_mask", is_batch)
             events.context.update({k: str(v) for k, v in (("scribbles", job.scribbles), ("mask", job.mask)) if v})
-            check_output(job.output, protected | {p.resolve() for p in (job.scribbles, job.mask) if p}, overwrite)
+            companions = protected | {p.resolve() for p in (job.scribbles, job.mask) if p}
+            check_output(job.output, companions, overwrite)
+            if overlay:
+                job.overlay = job.output.parent / f"{split_name(job.output)[0]}_overlay.png"
+                check_output(job.overlay, companions | {job.output.resolve()}, overwrite)
             batch.outcomes.append(
                 _run(
                     job,
@@ -299,6 +314,10 @@ def _run(
         result.labels, volume, job.output, job.format, class_names={**names, **class_names} or None, scribbled=scribbled
     )
     info = summary(result)
+    if job.overlay:
+        from .demo.overlay import save_overlay
+
+        info["overlay"] = str(save_overlay(volume, result.labels, job.overlay))
     if save_model:
         with atomic_output(save_model) as tmp:
             segmenter.save(tmp)

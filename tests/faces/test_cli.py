@@ -341,6 +341,26 @@ def test_png_photo_with_reference_code_scribbles(tmp_path, capsys):
     assert labels.shape == (64, 64) and labels.min() >= 1
 
 
+def test_overlay_png_beside_the_2d_labels_tints_the_photo(tmp_path, capsys):
+    """``--overlay`` writes <output stem>_overlay.png: the photo's size, its pixels tinted by label (a label PNG
+    alone is hard to read); an existing overlay is not replaced without --overwrite."""
+    from PIL import Image
+    from skimage import data
+
+    photo = data.astronaut()[::8, ::8]  # (64, 64, 3)
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(photo).save(image)
+    out = tmp_path / "seg.png"
+    args = ["segment", str(image), "-o", str(out), "--overlay", "--max-iter", "3", "--progress", "none"]
+    assert main(args) == 0, capsys.readouterr().err
+    overlay = np.asarray(Image.open(tmp_path / "seg_overlay.png").convert("RGB"))
+    labels = np.asarray(Image.open(out))
+    assert labels.shape == photo.shape[:2] and overlay.shape[0] == overlay.shape[1] >= 64  # enlarged, same aspect
+    plain = np.asarray(Image.fromarray(photo).resize(overlay.shape[1::-1], Image.NEAREST), np.float32)
+    assert np.abs(overlay - plain).mean() > 10  # tinted, not the photo copied
+    assert main(args) == 1 and "exists" in capsys.readouterr().err
+
+
 def test_progress_bar_only_on_a_terminal_outside_ci(monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     monkeypatch.delenv("CI", raising=False)

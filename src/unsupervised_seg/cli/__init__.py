@@ -83,6 +83,7 @@ def cmd_segment(args, reporter: Reporter, parser) -> int:
             class_names=parse_class_names(args.class_names),
             reference_scribbles=args.reference_scribbles,
             series_uid=args.series_uid,
+            overlay=args.overlay,
             progress=reporter,
             **options,
         )

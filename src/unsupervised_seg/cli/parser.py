@@ -146,6 +146,11 @@ def build_parser(handlers: dict) -> argparse.ArgumentParser:
     seg.add_argument(
         "--class-names", metavar="JSON", help='names of scribble classes: \'{"1": "liver"}\' or a .json file'
     )
+    seg.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also write <output stem>_overlay.png: the labels on the image (2D), or three planes of a volume",
+    )
     seg.add_argument("--series-uid", metavar="UID", help="DICOM folders: the series to read")
     seg.add_argument("--save-model", metavar="P", help="save the fitted model (one input) for --init-model / --model")
     seg.add_argument("--init-model", metavar="P", help="warm start: continue fitting from a saved model")
