@@ -20,6 +20,8 @@ DEFAULTS_2D = {
     "init_iter": 0,
     "lr_half_life": 25,
     "coarse_voxels": 50_000,
+    "coarse_max_spacing": 0.0,
+    "coarse_min_changes": 0.0,
     "convergence_tol": 0.005,
     "foreground": "none",
 }
@@ -30,6 +32,8 @@ DEFAULTS_3D = {
     "init_iter": 100,
     "lr_half_life": 25,
     "coarse_voxels": 300_000,
+    "coarse_max_spacing": 4.0,
+    "coarse_min_changes": 0.07,
     "foreground": "auto",
     "convergence_tol": 0.005,
 }
@@ -41,6 +45,8 @@ REFERENCE_DEFAULTS = {
     "init_iter": 0,
     "lr_half_life": 0,
     "coarse_voxels": 0,
+    "coarse_max_spacing": 0.0,
+    "coarse_min_changes": 0.0,
     "convergence_tol": 0.0,
     "foreground": "none",
 }
@@ -87,6 +93,12 @@ class SegmentationConfig:
     # coarse to fine: a volume whose ROI box holds more voxels than this is fitted at half resolution
     # (recursively) and the network then predicts at full resolution (0: off)
     coarse_voxels: Optional[int] = None
+    # ... but an axis is never halved beyond this voxel size (mm; 3D: 4 mm, where MNI152 was tuned; 0: no limit):
+    # thick slices are not thickened, thin bone is not averaged away
+    coarse_max_spacing: Optional[float] = None
+    # ... and only where the initial clustering is noisy: at fewer label changes between neighbours per mm than
+    # this (CT) the network trains at full resolution (0: always coarse to fine; see preprocess.training_preps)
+    coarse_min_changes: Optional[float] = None
     # large volumes: random patches for training, sliding window for prediction
     max_voxels: int = 2_000_000  # above this many voxels, train on patches
     patch_size: Optional[Tuple[int, ...]] = None  # None: chosen from the memory available

@@ -25,7 +25,7 @@ from .device import import_dynamo_quietly, resolve_device
 from .foreground import roi_or_foreground
 from .labels import assign_labels
 from .network import ClusteringNet
-from .preprocess import Prepared, in_roi, prepare, training_level
+from .preprocess import Prepared, in_roi, prepare, training_preps
 from .refine import RefineCache, strokes, volume_key
 from .result import SegmentationResult
 from .training import HEAD, NETWORK, calibrate_batchnorm, train
@@ -110,14 +110,12 @@ class Segmenter:
         Returns (RefineCache of this fit, history, stop_reason); the cache is kept for refinements when the
         training crop was seen whole (no patches) and it fits CACHE_BYTES (its ``train`` is None otherwise).
         """
-        coarse, coarse_scribbles, coarse_mask, level = training_level(volume, scribbles, mask, cfg.coarse_voxels)
-        prep = prepare(coarse, coarse_scribbles, coarse_mask, cfg)
+        prep, full, level = training_preps(volume, scribbles, mask, cfg)
         self._ensure_network(volume, cfg)
         history, stop_reason = self._train(self.network, [prep], cfg, NETWORK, max_iter, progress)
         whole = prep.roi.numel() <= cfg.max_voxels  # else trained on patches: no head phase, no cache
         if whole:
             calibrate_batchnorm(self.network, [prep.image.to(self.device)])
-        full = prep if level == 0 else prepare(volume, scribbles, mask, cfg, targets=False)
         crop_features = self._features(full, cfg, progress)
         full_features = in_roi(crop_features, full)
         train_prep = None
@@ -149,8 +147,7 @@ class Segmenter:
         masks = list(masks) if masks is not None else [None] * len(volumes)
         cfg = [self._check(v, None, m) for v, m in zip(volumes, masks)][0]
         masks = [roi_or_foreground(v, None, m, cfg.foreground) for v, m in zip(volumes, masks)]
-        levels = [training_level(v, None, m, cfg.coarse_voxels) for v, m in zip(volumes, masks)]
-        preps = [prepare(coarse, None, coarse_mask, cfg) for coarse, _, coarse_mask, _ in levels]
+        preps = [training_preps(v, None, m, cfg)[0] for v, m in zip(volumes, masks)]
         self._ensure_network(volumes[0], cfg)
         self._cache = None
         history, _ = self._train(self.network, preps, cfg, NETWORK, max_iter or cfg.max_iter, progress)

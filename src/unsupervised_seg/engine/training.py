@@ -121,7 +121,7 @@ def train(
         record: Dict[str, Any] = {
             "iteration": it,
             "phase": phase.name,
-            "n_labels": int(torch.unique(pseudo[roi]).numel()),
+            "n_labels": int(torch.count_nonzero(torch.bincount(pseudo[roi]))),  # bincount: no sort, unlike unique
             **{k: float(v.detach()) for k, v in parts.items()},
         }
         history.append(record)
