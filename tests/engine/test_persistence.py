@@ -78,3 +78,13 @@ def test_saved_state_is_tensors_and_plain_values(tmp_path, fitted):
     np.testing.assert_array_equal(loaded.channel_to_label, segmenter.channel_to_label)
     assert loaded._cache is not None and loaded._cache.key == segmenter._cache.key
     np.testing.assert_array_equal(loaded.predict(volume, mask).labels, segmenter.predict(volume, mask).labels)
+
+
+def test_a_failed_write_is_an_os_error_not_a_torch_traceback():
+    """/dev/full refuses every write (ENOSPC), as a full disk does; torch's zip writer says RuntimeError."""
+    from pathlib import Path
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    with pytest.raises(OSError, match="disk full"):
+        persistence.write_state({"weights": torch.zeros(100_000)}, "/dev/full")

@@ -101,8 +101,14 @@ def restore(seg, state: dict) -> None:
 
 
 def write_state(state: dict, path) -> None:
-    """Write ``state`` (tensors and plain values only) with its format tag and version."""
-    torch.save({"format": FORMAT, "version": VERSION, **state}, path)
+    """Write ``state`` (tensors and plain values only) with its format tag and version.
+
+    torch reports a failed write (a full disk) as a RuntimeError of its zip writer; it is raised as the
+    OSError it is, so that the caller's atomic_output names the output file and leaves no partial file."""
+    try:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, path)
+    except RuntimeError as exc:
+        raise OSError(f"the write failed; is the disk full? (torch: {' '.join(str(exc).split())[:160]})") from None
 
 
 def read_state(path) -> dict:
