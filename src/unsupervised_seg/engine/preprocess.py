@@ -159,7 +159,7 @@ def training_preps(volume: Volume, scribbles, mask, cfg: SegmentationConfig) -> 
     """(the Prepared the network trains on, the full-resolution Prepared, halvings between them).
 
     Coarse to fine trades resolution for less noise. It pays where the initial clustering at full resolution
-    is noisy (MR: 0.10-0.15 label changes per mm on the development set; MNI152 2 mm Dice 0.894 coarse,
+    is noisy (MR: 0.08-0.22 label changes per mm on the development set; MNI152 2 mm Dice 0.894 coarse,
     0.871 at full resolution) and loses where it is already coherent (CT: 0.02-0.05; head CT 0.815 coarse,
     0.914 at full resolution): below ``cfg.coarse_min_changes`` label changes per mm (label_changes over
     the geometric mean voxel size) the network trains at full resolution. See benchmarks/RESULTS.md.
