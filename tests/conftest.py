@@ -82,6 +82,12 @@ def load_helper(name: str):
 
 
 @pytest.fixture(scope="session")
+def cli():
+    """tests/helpers/cli.py: run(*args, cwd=None, env=None, timeout=900), the command line in a subprocess."""
+    return load_helper("cli")
+
+
+@pytest.fixture(scope="session")
 def dicom_series():
     """tests/helpers/dicom_series.py: write_series, mni_axial, write_mni_series, LPS_FROM_RAS, check_seg."""
     pytest.importorskip("pydicom")

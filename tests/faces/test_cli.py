@@ -3,7 +3,6 @@
 import hashlib
 import json
 import os
-import subprocess
 import sys
 
 import nibabel as nib
@@ -15,19 +14,6 @@ from unsupervised_seg.cli import main
 from unsupervised_seg.cli.reporter import Reporter
 
 ITER = ["--max-iter", "4"]
-
-
-def run_cli(*args, cwd=None):
-    """Run ``python -m unsupervised_seg`` as a user would; returns the CompletedProcess."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "unsupervised_seg", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 def error_lines(stderr):
@@ -75,11 +61,11 @@ def inputs(tmp_path, crop):
     return folder, write_nifti(folder / "t1.nii.gz", crop[0] * 100, crop[2])
 
 
-def test_segment_subprocess_writes_labels_on_the_input_grid_with_json_progress(inputs, tmp_path):
+def test_segment_subprocess_writes_labels_on_the_input_grid_with_json_progress(cli, inputs, tmp_path):
     folder, image = inputs
     before = digest(folder)
     out = tmp_path / "out" / "result.nii.gz"
-    proc = run_cli("segment", image, "-o", out, *ITER, "--progress", "json")
+    proc = cli.run("segment", image, "-o", out, *ITER, "--progress", "json")
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]  # every stdout line is one JSON object
     fits = [e for e in events if e["stage"] == "fit"]
@@ -97,7 +83,7 @@ def test_segment_subprocess_writes_labels_on_the_input_grid_with_json_progress(i
     assert sorted(p.name for p in out.parent.iterdir()) == ["result.nii.gz"]  # no temporary files left
 
 
-def test_segment_subprocess_seg_nrrd_names_segments_after_the_scribbles(inputs, tmp_path, crop):
+def test_segment_subprocess_seg_nrrd_names_segments_after_the_scribbles(cli, inputs, tmp_path, crop):
     folder, image = inputs
     seg = slicerio.create_segmentation(crop[1].shape, np.diag([-1.0, -1.0, 1.0, 1.0]) @ crop[2])
     scribbles = tissue_scribbles(crop[1])
@@ -106,7 +92,7 @@ def test_segment_subprocess_seg_nrrd_names_segments_after_the_scribbles(inputs, 
     scribble_path = folder / "t1_scribbles.seg.nrrd"  # found beside the image by the naming rule
     slicerio.write_segmentation(str(scribble_path), seg)
     out = tmp_path / "t1_labels.seg.nrrd"
-    proc = run_cli("segment", image, "-o", out, *ITER, "--progress", "json")
+    proc = cli.run("segment", image, "-o", out, *ITER, "--progress", "json")
     assert proc.returncode == 0, proc.stderr
     written = json.loads(proc.stdout.splitlines()[-1])
     assert written["scribbles"] == str(scribble_path)
@@ -117,7 +103,7 @@ def test_segment_subprocess_seg_nrrd_names_segments_after_the_scribbles(inputs, 
     assert result["voxels"].shape == crop[1].shape
 
 
-def test_batch_with_one_corrupt_file_writes_the_others_and_exits_nonzero(inputs, tmp_path, crop):
+def test_batch_with_one_corrupt_file_writes_the_others_and_exits_nonzero(cli, inputs, tmp_path, crop):
     folder, image = inputs
     write_nifti(folder / "t2.nii.gz", crop[0][::-1] * 50, crop[2])
     write_nifti(folder / "t1_scribbles.nii.gz", tissue_scribbles(crop[1]), crop[2], np.uint8)
@@ -125,7 +111,7 @@ def test_batch_with_one_corrupt_file_writes_the_others_and_exits_nonzero(inputs,
     (folder / "broken.nii.gz").write_bytes(data[: len(data) // 3])
     before = digest(folder)
     out = tmp_path / "results"
-    proc = run_cli("segment", folder, "-o", out, *ITER, "--progress", "json")
+    proc = cli.run("segment", folder, "-o", out, *ITER, "--progress", "json")
     assert proc.returncode == 1
     errors = error_lines(proc.stderr)
     assert len(errors) == 1 and str(folder / "broken.nii.gz") in errors[0] and "truncated" in errors[0]
@@ -140,12 +126,12 @@ def test_batch_with_one_corrupt_file_writes_the_others_and_exits_nonzero(inputs,
     assert digest(folder) == before
 
 
-def test_demo_subprocess_writes_labels_overlay_and_dice(tmp_path):
+def test_demo_subprocess_writes_labels_overlay_and_dice(cli, tmp_path):
     from PIL import Image
 
     from unsupervised_seg.demo.sample import SAMPLE_T1
 
-    proc = run_cli("demo", "-o", tmp_path / "demo")  # the real demo at its defaults (~20 s on 2 cores)
+    proc = cli.run("demo", "-o", tmp_path / "demo")  # the real demo at its defaults (~20 s on 2 cores)
     assert proc.returncode == 0, proc.stderr
     labels_path, overlay_path = (
         tmp_path / "demo" / "mni152_t1_2mm_labels.nii.gz",
@@ -160,7 +146,7 @@ def test_demo_subprocess_writes_labels_overlay_and_dice(tmp_path):
     assert set(np.unique(np.asarray(labels.dataobj))) == {0, 1, 2, 3}
     overlay = Image.open(overlay_path)
     assert overlay.mode == "RGB" and overlay.width > 2 * overlay.height  # three planes side by side
-    again = run_cli("demo", "-o", tmp_path / "demo", "--max-iter", "2")
+    again = cli.run("demo", "-o", tmp_path / "demo", "--max-iter", "2")
     assert again.returncode == 1 and "--overwrite" in again.stderr
 
 

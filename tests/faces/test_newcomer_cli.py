@@ -23,19 +23,6 @@ PROC = Path("/proc")
 needs_proc = pytest.mark.skipif(not (PROC / "self").is_dir(), reason="needs Linux /proc (a folder no one can write)")
 
 
-def run_cli(*args, cwd=None, env=None, timeout=900):
-    """``python -m unsupervised_seg ARGS`` as a user runs it (CI=true: no progress bar); the CompletedProcess."""
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "CI": "true", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "unsupervised_seg", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=timeout,
-    )
-
-
 def json_events(proc):
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
@@ -71,15 +58,15 @@ def crop(tmp_path_factory, mni_4mm):
 
 # ------------------------------------------------------------------------------------------ 1. reference mode
 @pytest.mark.slow
-def test_segment_with_a_model_trained_on_the_sample_is_as_good_as_a_plain_fit(tmp_path):
+def test_segment_with_a_model_trained_on_the_sample_is_as_good_as_a_plain_fit(cli, tmp_path):
     """``train SAMPLE --mask MASK -o m.pt`` then ``segment --model m.pt``: >= 0.88 one-to-one Dice (a plain fit:
     0.895; before coarse to fine and BatchNorm calibration reference mode gave 0.863 in 20x the time)."""
     model = tmp_path / "m.pt"
-    trained = run_cli("train", SAMPLE_T1, "--mask", SAMPLE_MASK, "-o", model)
+    trained = cli.run("train", SAMPLE_T1, "--mask", SAMPLE_MASK, "-o", model)
     assert trained.returncode == 0, trained.stderr
     assert f"wrote {model} (trained on 1 image, " in trained.stdout
     out = tmp_path / "ref.nii.gz"
-    applied = run_cli("segment", SAMPLE_T1, "--mask", SAMPLE_MASK, "--model", model, "-o", out, "--progress", "json")
+    applied = cli.run("segment", SAMPLE_T1, "--mask", SAMPLE_MASK, "--model", model, "-o", out, "--progress", "json")
     assert applied.returncode == 0, applied.stderr
     written = json_events(applied)[-1]
     assert written["stage"] == "written" and written["stop_reason"] == "predict" and written["iterations"] == 0
@@ -92,27 +79,27 @@ def test_segment_with_a_model_trained_on_the_sample_is_as_good_as_a_plain_fit(tm
 
 # ------------------------------------------------------------------------ 2. output problems before the fit
 @needs_proc
-def test_train_into_an_unwritable_folder_fails_at_once_naming_the_model_file():
-    proc = run_cli("train", SAMPLE_T1, "-o", "/proc/m.pt", "--max-iter", "2", "--progress", "json")
+def test_train_into_an_unwritable_folder_fails_at_once_naming_the_model_file(cli):
+    proc = cli.run("train", SAMPLE_T1, "-o", "/proc/m.pt", "--max-iter", "2", "--progress", "json")
     line = assert_one_error_before_any_fit(proc, "/proc/m.pt")  # was: a RuntimeError traceback after training
     assert "not writable" in line
 
 
-def test_a_3d_volume_to_png_fails_before_the_fit_naming_the_output(tmp_path):
-    proc = run_cli("segment", SAMPLE_T1, "-o", "t1.png", "--progress", "json", cwd=tmp_path)
+def test_a_3d_volume_to_png_fails_before_the_fit_naming_the_output(cli, tmp_path):
+    proc = cli.run("segment", SAMPLE_T1, "-o", "t1.png", "--progress", "json", cwd=tmp_path)
     line = assert_one_error_before_any_fit(proc, "t1.png")  # was: after the fit, naming .t1.<hex>.tmp.png
     assert "PNG holds 2D label maps" in line
     assert list(tmp_path.iterdir()) == []  # no temporary or probe file left
 
 
 @needs_proc
-def test_an_unwritable_output_is_named_not_the_input():
-    proc = run_cli("segment", SAMPLE_T1, "-o", "/proc/g.nii.gz", "--progress", "json")
+def test_an_unwritable_output_is_named_not_the_input(cli):
+    proc = cli.run("segment", SAMPLE_T1, "-o", "/proc/g.nii.gz", "--progress", "json")
     line = assert_one_error_before_any_fit(proc, "/proc/g.nii.gz")
     assert str(SAMPLE_T1) not in line
 
 
-def test_a_read_only_output_folder_fails_before_the_fit(tmp_path):
+def test_a_read_only_output_folder_fails_before_the_fit(cli, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -123,7 +110,7 @@ def test_a_read_only_output_folder_fails_before_the_fit(tmp_path):
             pass
         else:  # root writes into read-only folders: the check cannot fail here (/proc covers root above)
             pytest.skip("this user can write into a read-only folder (root)")
-        proc = run_cli("segment", SAMPLE_T1, "-o", locked / "x.nii.gz", "--progress", "json")
+        proc = cli.run("segment", SAMPLE_T1, "-o", locked / "x.nii.gz", "--progress", "json")
         line = assert_one_error_before_any_fit(proc, locked / "x.nii.gz")
         assert "not writable" in line
         assert list(locked.iterdir()) == []
@@ -132,9 +119,9 @@ def test_a_read_only_output_folder_fails_before_the_fit(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- 6. progress to 100 %
-def test_json_progress_fraction_never_decreases_and_reaches_1_when_the_run_converges(crop, tmp_path):
+def test_json_progress_fraction_never_decreases_and_reaches_1_when_the_run_converges(cli, crop, tmp_path):
     # --min-labels 1: the run ends by convergence, not by falling to the minimum label count
-    proc = run_cli("segment", crop, "-o", tmp_path / "labels.nii.gz", "--min-labels", "1", "--progress", "json")
+    proc = cli.run("segment", crop, "-o", tmp_path / "labels.nii.gz", "--min-labels", "1", "--progress", "json")
     assert proc.returncode == 0, proc.stderr
     events = json_events(proc)
     fits = [e for e in events if e["stage"] == "fit"]
@@ -151,17 +138,17 @@ def test_json_progress_fraction_never_decreases_and_reaches_1_when_the_run_conve
 
 
 # ------------------------------------------------------------------------------------- 9. smaller messages
-def test_n_labels_0_names_the_real_bound(crop, tmp_path):
-    proc = run_cli("segment", crop, "-o", tmp_path / "x.nii.gz", "--n-labels", "0")
+def test_n_labels_0_names_the_real_bound(cli, crop, tmp_path):
+    proc = cli.run("segment", crop, "-o", tmp_path / "x.nii.gz", "--n-labels", "0")
     assert proc.returncode == 1 and error_lines(proc) == ["unsupervised-seg: error: n_labels must be >= 1, got 0"]
 
 
-def test_a_constant_frame_in_a_sequence_is_named_by_its_frame_before_any_fit(crop, tmp_path):
+def test_a_constant_frame_in_a_sequence_is_named_by_its_frame_before_any_fit(cli, crop, tmp_path):
     image = nib.load(str(crop))
     small = np.asarray(image.dataobj)[8:24, 10:26, 8:24].astype(np.float32)
     series = np.stack([small, np.full_like(small, 7.0), small], axis=-1)
     path = write_nifti(tmp_path / "series.nii.gz", series, image.affine)
-    proc = run_cli("segment", "--sequence", path, "-o", tmp_path / "out.nii.gz", "--progress", "json")
+    proc = cli.run("segment", "--sequence", path, "-o", tmp_path / "out.nii.gz", "--progress", "json")
     line = assert_one_error_before_any_fit(proc, path)
     assert "frame 1 (counted from 0): channel 0 is constant" in line, line
 
