@@ -164,8 +164,9 @@ def training_preps(volume: Volume, scribbles, mask, cfg: SegmentationConfig) -> 
     0.914 at full resolution): below ``cfg.coarse_min_changes`` label changes per mm (label_changes over
     the geometric mean voxel size) the network trains at full resolution. See benchmarks/RESULTS.md.
     """
-    full = prepare(volume, scribbles, mask, cfg)
-    if full.targets is not None and cfg.coarse_min_changes:
+    judged = bool(cfg.coarse_min_changes)  # else (2D, reference) the full-resolution clustering is not needed
+    full = prepare(volume, scribbles, mask, cfg, targets=judged)
+    if full.targets is not None and judged:
         per_mm = label_changes(full.targets[0].numpy(), full.roi[0].numpy()) / float(np.prod(full.spacing)) ** (
             1 / len(full.spacing)
         )
@@ -178,6 +179,7 @@ def training_preps(volume: Volume, scribbles, mask, cfg: SegmentationConfig) -> 
         volume, scribbles, mask, cfg.coarse_voxels, cfg.coarse_max_spacing
     )
     if level == 0:
+        full = full if judged else prepare(volume, scribbles, mask, cfg)
         return full, full, 0
     return prepare(coarse, coarse_scribbles, coarse_mask, cfg), replace(full, targets=None), level
 
