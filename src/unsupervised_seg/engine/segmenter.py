@@ -147,13 +147,14 @@ class Segmenter:
         masks = list(masks) if masks is not None else [None] * len(volumes)
         cfg = [self._check(v, None, m) for v, m in zip(volumes, masks)][0]
         masks = [roi_or_foreground(v, None, m, cfg.foreground) for v, m in zip(volumes, masks)]
-        preps = [training_preps(v, None, m, cfg)[0] for v, m in zip(volumes, masks)]
+        levels = [training_preps(v, None, m, cfg) for v, m in zip(volumes, masks)]
+        preps = [prep for prep, _, _ in levels]
         self._ensure_network(volumes[0], cfg)
         self._cache = None
         history, _ = self._train(self.network, preps, cfg, NETWORK, max_iter or cfg.max_iter, progress)
         if all(p.roi.numel() <= cfg.max_voxels for p in preps):
             calibrate_batchnorm(self.network, [p.image.to(self.device) for p in preps])
-        first = prepare(volumes[0], None, masks[0], cfg, targets=False)
+        first = levels[0][1]  # the first image at full resolution (labels are fixed from it)
         channels = self._channels(first, in_roi(self._features(first, cfg, progress), first))
         self.channel_to_label = self._assign(channels, first, cfg)
         if progress:
