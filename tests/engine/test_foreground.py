@@ -15,7 +15,9 @@ from unsupervised_seg.engine.foreground import detect_foreground
 def test_brain_extracted_mr_keeps_the_brain_and_drops_the_zeros(mni_2mm):
     volume, mask, _ = mni_2mm
     found = detect_foreground(volume)
-    assert found[mask].mean() > 0.999  # the whole brain, CSF at its surface included
+    # the whole brain, CSF at its surface included, but for 0.25 % of partial-volume voxels at its edge (below a
+    # quarter of the way from the zeros to the threshold: the price of leaving out the air around a CT's body)
+    assert found[mask].mean() > 0.997
     assert (found & ~mask).sum() < 0.02 * mask.sum()
     assert (found & (volume.data[0] == 0) & ~mask).sum() < 0.005 * mask.sum()  # hardly any background zero
 
@@ -28,7 +30,8 @@ def test_ct_padding_and_outside_air_are_left_out_lungs_kept(chest_ct):
     assert found[body].mean() > 0.99
     lungs = body & (hu < -500)
     assert lungs.sum() > 10_000 and found[lungs].mean() > 0.99
-    assert (found & ~body).sum() < 0.1 * body.sum()
+    # the partial-volume air around the body is not foreground (it was 4.7 % of the body before _dark_edge)
+    assert (found & ~body).sum() < 0.02 * body.sum()
 
 
 def test_known_padding_value_on_whole_slices(chest_ct):
