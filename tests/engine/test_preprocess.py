@@ -105,3 +105,17 @@ def test_halve_resolution_of_the_mni_sample(mni_2mm, mni_4mm):
     assert coarse.spatial_shape == mni_4mm[0].spatial_shape and coarse.spacing == (4.0, 4.0, 4.0)
     np.testing.assert_allclose(coarse.data[0, 10, 20, 30], volume.data[0, 20:22, 40:42, 60:62].mean(), rtol=1e-5)
     assert abs(int(coarse_mask.sum()) * 8 - int(mask.sum())) <= 0.05 * mask.sum()  # the brain keeps its volume
+
+
+def test_upper_percentile_flag_reaches_the_config_and_bad_percentiles_are_refused():
+    from unsupervised_seg import SegmentationConfig
+    from unsupervised_seg.api import make_segmenter
+    from unsupervised_seg.cli.parser import build_parser, engine_overrides
+    from unsupervised_seg.core.errors import InputError
+
+    parser = build_parser({"segment": None, "train": None, "demo": None})
+    args = parser.parse_args(["segment", "ct.nii.gz", "-o", "labels.nii.gz", "--upper-percentile", "99.9"])
+    assert make_segmenter(**engine_overrides(args)).config.upper_percentile == 99.9
+    for lower, upper in ((0.5, 101.0), (50.0, 50.0), (-1.0, 99.0)):
+        with pytest.raises(InputError, match="percentiles"):
+            SegmentationConfig(lower_percentile=lower, upper_percentile=upper)

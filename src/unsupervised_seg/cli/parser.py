@@ -47,6 +47,14 @@ _ENGINE_OPTIONS = {
         "upper bound on clusters (network output channels; 32, --reference-defaults 100)",
         "n_clusters",
     ),
+    "upper_percentile": (
+        "--upper-percentile",
+        float,
+        "P",
+        "intensities above this percentile of the ROI are clipped (99.9 keeps the tail of a small bright "
+        "class, e.g. thin bone on a noisy CT)",
+        "upper_percentile",
+    ),
     "seed": ("--seed", int, "S", "random seed (same seed, same result)", "seed"),
     "device": ("--device", str, "DEV", "auto, cpu, cuda or cuda:N", "device"),
     "foreground": (

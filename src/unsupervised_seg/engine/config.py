@@ -104,7 +104,8 @@ class SegmentationConfig:
     patch_size: Optional[Tuple[int, ...]] = None  # None: chosen from the memory available
     patch_batch: int = 4
     sw_overlap: float = 0.25
-    # intensity normalisation: robust percentiles inside the ROI mapped to [0, 1]
+    # intensity normalisation: robust percentiles inside the ROI mapped to [0, 1], clipped (a CT with a small
+    # bright class, e.g. thin bone with noise, keeps it better at upper 99.9; benchmarks/RESULTS.md)
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
 
@@ -127,6 +128,11 @@ class SegmentationConfig:
             raise InputError(f"n_labels must be at most {limit}, got {self.n_labels}")
         if not 0 <= self.min_cluster_fraction < 1:
             raise InputError(f"min_cluster_fraction must be >= 0 and < 1, got {self.min_cluster_fraction}")
+        if not 0 <= self.lower_percentile < self.upper_percentile <= 100:
+            raise InputError(
+                f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower_percentile} and "
+                f"{self.upper_percentile}"
+            )
         if self.init not in (None, "auto", "kmeans", "gmm", "none"):
             raise InputError(f"init must be 'auto', 'kmeans', 'gmm' or 'none', got {self.init!r}")
         if self.foreground not in (None, "auto", "none"):
