@@ -82,7 +82,10 @@ def _dark_edge(intensity: np.ndarray, core: np.ndarray, padding: np.ndarray, thr
     72-170 against a threshold of 91 over zeros) and leaves out the partial-volume air around a CT's body
     (-1000..-500 HU against a threshold of -411: a shell of 29 k voxels around a head, which shifted the
     clustering of the air inside it; head CT without a mask: Dice 0.865 with the shell, 0.891 without)."""
-    background = float(np.median(intensity[~core & ~padding]))
+    outside = intensity[~core & ~padding]
+    if outside.size == 0:  # the anatomy fills the grid: its rim is padding only, which is left out anyway
+        return np.zeros(intensity.shape, bool)
+    background = float(np.median(outside))
     return (intensity > intensity.min()) & (intensity > threshold - _RIM_SHARE * (threshold - background))
 
 
