@@ -112,3 +112,14 @@ def chest_ct():
     body = parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
     body = np.stack([ndi.binary_fill_holes(body[..., z]) for z in range(body.shape[2])], axis=-1)
     return volume, body
+
+
+@pytest.fixture(scope="session")
+def colin_head_4mm():
+    """(Volume (1, 45, 54, 45), whole-head Colin27 T1 at 4 mm, no mask; tissue labels 0..3 inside the brain,
+    threshold-derived) committed under tests/data (see LICENSE-Colin27.txt there)."""
+    from unsupervised_seg import load_volume
+
+    data = Path(__file__).resolve().parent / "data"
+    tissues = load_volume(data / "colin27_tissues_4mm.nii.gz").data[0].astype(np.int64)
+    return load_volume(data / "colin27_head_4mm.nii.gz"), tissues

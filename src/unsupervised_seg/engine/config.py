@@ -67,8 +67,9 @@ class SegmentationConfig:
     con_weight: float = 1.0  # nu [stepsize_con]
     scr_weight: float = 0.5  # lambda [stepsize_scr]
     # initialisation: "kmeans"/"gmm" fit the network to k-means / Gaussian-mixture clusters of the intensities for
-    # init_iter iterations before self-training on its own argmax; "auto" fits both and keeps the more spatially
-    # coherent one (fewer label changes between neighbours); "none" is the reference method
+    # init_iter iterations before self-training on its own argmax; "auto" fits both and keeps the mixture where it
+    # is more spatially coherent (fewer label changes between neighbours) and leaves at most 1.2 times k-means'
+    # unexplained intensity variance, else k-means; "none" is the reference method
     init: Optional[str] = None
     init_iter: Optional[int] = None
     init_clusters: Optional[int] = None  # None: n_labels, else min_labels (at least the scribble classes)
@@ -104,10 +105,10 @@ class SegmentationConfig:
     patch_size: Optional[Tuple[int, ...]] = None  # None: chosen from the memory available
     patch_batch: int = 4
     sw_overlap: float = 0.25
-    # intensity normalisation: robust percentiles inside the ROI mapped to [0, 1], clipped (a CT with a small
-    # bright class, e.g. thin bone with noise, keeps it better at upper 99.9; benchmarks/RESULTS.md)
+    # intensity normalisation: robust percentiles inside the ROI mapped to [0, 1], clipped; upper 99.9 (not 99.5)
+    # keeps a small bright class, e.g. thin bone on a noisy chest CT (benchmarks/RESULTS.md)
     lower_percentile: float = 0.5
-    upper_percentile: float = 99.5
+    upper_percentile: float = 99.9
 
     def __post_init__(self):
 

@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def normalise_intensity(
-    volume: Volume, roi: Optional[np.ndarray], lower: float = 0.5, upper: float = 99.5
+    volume: Volume,
+    roi: Optional[np.ndarray],
+    lower: float = SegmentationConfig.lower_percentile,
+    upper: float = SegmentationConfig.upper_percentile,
 ) -> np.ndarray:
     """Map each channel's [lower, upper] percentile inside the ROI to [0, 1], clipped.
 
