@@ -87,10 +87,10 @@ def check_item(item: Dict[str, str], config: SegmentationConfig) -> None:
             mask = validate_mask(arrays["mask"], volume)
         except InputError as exc:
             raise exc.with_path(item["mask"]) from exc
+    resolved = config.resolved(volume.spatial_dims)
     if "scribbles" in arrays:
-        n_clusters = config.resolved(volume.spatial_dims).n_clusters
-        validate_scribbles(arrays["scribbles"], volume.spatial_shape, n_clusters, item["scribbles"])
-    normalise_intensity(volume, mask, config.lower_percentile, config.upper_percentile)
+        validate_scribbles(arrays["scribbles"], volume.spatial_shape, resolved.n_clusters, item["scribbles"])
+    normalise_intensity(volume, mask, resolved.lower_percentile, resolved.upper_percentile)
 
 
 class ValidatedDataset(Dataset):

@@ -51,8 +51,8 @@ _ENGINE_OPTIONS = {
         "--upper-percentile",
         float,
         "P",
-        "intensities above this percentile of the ROI are clipped (default 99.9, which keeps the tail of a "
-        "small bright class, e.g. thin bone on a noisy CT)",
+        "intensities above this percentile of the ROI are clipped (default 99.9 in 3D, which keeps the tail "
+        "of a small bright class, e.g. thin bone on a noisy CT; 99.5 in 2D)",
         "upper_percentile",
     ),
     "seed": ("--seed", int, "S", "random seed (same seed, same result)", "seed"),

@@ -24,6 +24,7 @@ DEFAULTS_2D = {
     "coarse_min_changes": 0.0,
     "convergence_tol": 0.005,
     "foreground": "none",
+    "upper_percentile": 99.5,
 }
 DEFAULTS_2D_N_LABELS = {"init": "gmm", "init_iter": 100}  # 2D with n_labels set
 DEFAULTS_3D = {
@@ -36,6 +37,7 @@ DEFAULTS_3D = {
     "coarse_min_changes": 0.07,
     "foreground": "auto",
     "convergence_tol": 0.005,
+    "upper_percentile": 99.9,
 }
 # reference_defaults=True: the reference code's settings (Kim, Kanezaki & Tanaka 2020, demo.py), in 2D and 3D:
 # 100 channels, random start, constant learning rate, full resolution, no convergence stop (max_iter or min_labels).
@@ -49,6 +51,7 @@ REFERENCE_DEFAULTS = {
     "coarse_min_changes": 0.0,
     "convergence_tol": 0.0,
     "foreground": "none",
+    "upper_percentile": 99.5,
 }
 
 
@@ -105,10 +108,11 @@ class SegmentationConfig:
     patch_size: Optional[Tuple[int, ...]] = None  # None: chosen from the memory available
     patch_batch: int = 4
     sw_overlap: float = 0.25
-    # intensity normalisation: robust percentiles inside the ROI mapped to [0, 1], clipped; upper 99.9 (not 99.5)
-    # keeps a small bright class, e.g. thin bone on a noisy chest CT (benchmarks/RESULTS.md)
+    # intensity normalisation: robust percentiles inside the ROI mapped to [0, 1], clipped; upper None: 99.9 in 3D,
+    # which keeps a small bright class such as thin bone on a noisy chest CT (99.5 loses it; benchmarks/RESULTS.md),
+    # 99.5 in 2D and in reference mode, where the 2D defaults were measured (benchmarks/RESULTS_2D.md)
     lower_percentile: float = 0.5
-    upper_percentile: float = 99.9
+    upper_percentile: Optional[float] = None
 
     def __post_init__(self):
 
@@ -129,7 +133,7 @@ class SegmentationConfig:
             raise InputError(f"n_labels must be at most {limit}, got {self.n_labels}")
         if not 0 <= self.min_cluster_fraction < 1:
             raise InputError(f"min_cluster_fraction must be >= 0 and < 1, got {self.min_cluster_fraction}")
-        if not 0 <= self.lower_percentile < self.upper_percentile <= 100:
+        if not 0 <= self.lower_percentile < (100 if self.upper_percentile is None else self.upper_percentile) <= 100:
             raise InputError(
                 f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower_percentile} and "
                 f"{self.upper_percentile}"

@@ -22,15 +22,18 @@ def normalise_intensity(
     volume: Volume,
     roi: Optional[np.ndarray],
     lower: float = SegmentationConfig.lower_percentile,
-    upper: float = SegmentationConfig.upper_percentile,
+    upper: Optional[float] = None,
 ) -> np.ndarray:
-    """Map each channel's [lower, upper] percentile inside the ROI to [0, 1], clipped.
+    """Map each channel's [lower, upper] percentile inside the ROI to [0, 1], clipped (upper None: the
+    SegmentationConfig default for the volume's dimensions).
 
     Works alike for CT (Hounsfield units) and MR (arbitrary units). Voxels outside the ROI
     are set to the ROI median so that they neither form a cluster nor distort statistics.
 
     Returns (C, *spatial) float32. Raises InputError for a constant image.
     """
+    if upper is None:
+        upper = SegmentationConfig().resolved(volume.spatial_dims).upper_percentile
     data = volume.data.astype(np.float32, copy=True)
     for c in range(data.shape[0]):
         channel = data[c]
