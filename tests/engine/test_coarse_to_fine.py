@@ -8,7 +8,9 @@ it was trained at 6 x 6 x 20 mm (bone Dice 0.00; benchmarks/RESULTS.md).
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.cluster import KMeans
 
 from unsupervised_seg import SegmentationConfig, Volume, segment
 from unsupervised_seg.demo.metrics import hungarian_dice
@@ -47,10 +49,16 @@ def test_noisy_mr_trains_coarse_and_coherent_ct_at_full_resolution(mni_2mm, ches
 
 
 def test_thin_bone_of_a_thick_slice_ct_survives():
-    """Chest CT, body mask, 3 labels: bone (2 % of the body) comes out (Dice 0.53 at full resolution, 0.00 when it
-    was trained at 6 x 6 x 20 mm); air and soft tissue stay above 0.95."""
+    """Chest CT, body mask, 3 labels: bone (2 % of the body) comes out (0.00 when it was trained at 6 x 6 x 20 mm)
+    and, with convolutions that do not mix 10 mm slices (kernel 3 x 3 x 1), better than k-means of the HU values
+    gets it (bone 0.59 and mean 0.850 < k-means' 0.876 with 3 x 3 x 3; 0.74 and 0.90 with 3 x 3 x 1)."""
     case = devset.load("chestct")
     result = segment(Volume(case.image[None], case.spacing, case.affine), mask=case.mask, n_labels=3, seed=0)
     dice = hungarian_dice(result.labels, case.truth, case.roi)
-    assert dice["per_class"][3] >= 0.45 and min(dice["per_class"][1], dice["per_class"][2]) >= 0.95, dice
+    hu = case.image[case.mask].reshape(-1, 1)
+    kmeans = np.zeros(case.image.shape, np.int64)
+    kmeans[case.mask] = KMeans(3, n_init=3, random_state=0).fit_predict(hu) + 1
+    baseline = hungarian_dice(kmeans, case.truth, case.roi)
+    assert dice["mean"] > baseline["mean"] and dice["per_class"][3] > baseline["per_class"][3], (dice, baseline)
+    assert min(dice["per_class"][1], dice["per_class"][2]) >= 0.95, dice
     assert not any("level" in entry for entry in result.history)  # trained at full resolution

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from unsupervised_seg import ClusteringNet
+from unsupervised_seg.engine.network import kernel_size
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -34,3 +35,27 @@ def test_n_conv_and_rebuild_from_hyper_parameters():
 def test_rejects_other_dimensions():
     with pytest.raises(ValueError):
         ClusteringNet(4, 1)
+
+
+def test_kernel_size_leaves_out_thick_slices():
+    assert kernel_size((3.05, 3.05, 10.0)) == (3, 3, 1)  # the development set's chest CT
+    assert kernel_size((2.0, 2.0, 3.0)) == (3, 3, 3)  # ITK's T1: 1.5x, still mixed
+    assert kernel_size((0.7, 5.0)) == (3, 1)
+    assert kernel_size((1.0, 1.0)) == (3, 3)
+
+
+def test_anisotropic_kernel_keeps_shape_and_survives_rebuild():
+    net = ClusteringNet(3, 1, n_clusters=4, kernel=(3, 3, 1))
+    assert net.features[0].kernel_size == (3, 3, 1) and net.features[3].padding == (1, 1, 0)
+    x = torch.zeros(1, 1, 6, 6, 5)
+    x[..., 2] = 1.0  # one bright slice: without context along the last axis its neighbours stay unaffected
+    net.eval()
+    out = net(x)
+    assert out.shape == (1, 4, 6, 6, 5)
+    assert torch.allclose(out[..., 0], out[..., 1]) and not torch.allclose(out[..., 1], out[..., 2])
+    again = ClusteringNet(**net.hyper_parameters())
+    again.load_state_dict(net.state_dict())
+    again.eval()
+    assert again.kernel == (3, 3, 1) and torch.equal(net(x), again(x))
+    with pytest.raises(ValueError):
+        ClusteringNet(3, 1, kernel=(3, 2, 1))

@@ -88,3 +88,14 @@ def test_a_failed_write_is_an_os_error_not_a_torch_traceback():
         pytest.skip("no /dev/full on this system")
     with pytest.raises(OSError, match="disk full"):
         persistence.write_state({"weights": torch.zeros(100_000)}, "/dev/full")
+
+
+def test_thick_slices_get_a_kernel_without_depth_that_survives_saving(tmp_path, chest_ct):
+    ct, body = chest_ct  # 3 x 3 x 10 mm
+    segmenter = Segmenter(max_iter=3, n_labels=3, device="cpu")
+    segmenter.fit(ct, mask=body)
+    assert segmenter.network.features[0].kernel_size == (3, 3, 1)
+    segmenter.save(tmp_path / "model.pt")
+    again = Segmenter.load(tmp_path / "model.pt")
+    assert again.network.features[0].kernel_size == (3, 3, 1)
+    assert np.array_equal(again.predict(ct, mask=body).labels, segmenter.predict(ct, mask=body).labels)

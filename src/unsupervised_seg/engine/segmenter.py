@@ -24,7 +24,7 @@ from .config import SegmentationConfig
 from .device import import_dynamo_quietly, resolve_device
 from .foreground import roi_or_foreground
 from .labels import assign_labels
-from .network import ClusteringNet
+from .network import ClusteringNet, kernel_size
 from .preprocess import Prepared, in_roi, prepare, training_preps
 from .refine import RefineCache, strokes, volume_key
 from .result import SegmentationResult
@@ -189,7 +189,8 @@ class Segmenter:
     def _ensure_network(self, volume: Volume, cfg: SegmentationConfig) -> None:
         if self.network is None:
             torch.manual_seed(cfg.seed)
-            self.network = ClusteringNet(volume.spatial_dims, volume.n_channels, cfg.n_clusters, cfg.n_conv)
+            kernel = kernel_size(volume.spacing)
+            self.network = ClusteringNet(volume.spatial_dims, volume.n_channels, cfg.n_clusters, cfg.n_conv, kernel)
             self.network.to(self.device)
             self.optimizer = torch.optim.SGD(self.network.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
