@@ -5,13 +5,20 @@ Three clearly separated intensity populations where exact channels are known; th
 for the real case.
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from unsupervised_seg import Volume
 from unsupervised_seg.demo.metrics import hungarian_dice
 from unsupervised_seg.demo.simulated_scribbles import scribbles_from_truth
 from unsupervised_seg.engine.initialisation import initial_channels
 from unsupervised_seg.engine.preprocess import normalise_intensity
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import devset  # noqa: E402
 
 METHODS = ["kmeans", "gmm"]
 
@@ -90,3 +97,15 @@ def test_mni_scribbles_name_the_channels(mni):
     channels = initial_channels("gmm", image, mask, n_clusters=3, scribbles=scribbles, n_scribble_classes=3)
     score = hungarian_dice(channels + 1, class_of_tissue[truth], mask)
     assert score["matching"] == {1: 1, 2: 2, 3: 3} and score["mean"] >= 0.86, score
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kmeans_finds_the_chest_ct_bone_whatever_the_seed(seed):
+    """Three k-means++ starts fell into a worse optimum at seed 1 on the development set's chest CT (air split in
+    two, bone merged with soft tissue: the network then never found the bone, Dice 0.65); ten starts find the
+    best one at every seed."""
+    case = devset.load("chestct")
+    ct = Volume(case.image[None], case.spacing, case.affine)
+    channels = initial_channels("kmeans", normalise_intensity(ct, case.mask), case.mask, 3, seed=seed)
+    bone = hungarian_dice(channels, case.truth, case.roi)["per_class"][3]
+    assert bone > 0.6, bone
