@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from ..core.volume import Volume
 from .preprocess import Prepared
@@ -28,6 +29,12 @@ class RefineCache:
     train: Prepared
     full: Prepared
     full_features: torch.Tensor
+
+    def refines(self, key: str, n_classes: int) -> bool:
+        """Whether a fit of the volume ``key`` with ``n_classes`` stroke classes retrains only the head: the same
+        volume, with strokes, and a network trained without strokes (at a coarse level, where the head learns
+        them all) or on no fewer classes (at full resolution the strokes train the network itself)."""
+        return self.key == key and n_classes > 0 and (self.level > 0 or n_classes <= self.n_scribble_classes)
 
     @staticmethod
     def fits(full_features: torch.Tensor, train_features: torch.Tensor) -> bool:
@@ -61,3 +68,35 @@ def strokes(full: Prepared, roi_features: torch.Tensor, scribbles, spatial_dims:
         return None
     features = pointwise(roi_features[:, marked], spatial_dims)
     return features, values[marked].reshape((-1,) + tuple(features.shape[2:]))
+
+
+@torch.no_grad()
+def name_channels(head: torch.nn.Sequential, optimizer: torch.optim.Optimizer, strokes, train: Prepared) -> None:
+    """Reorder the head's output channels so that channel k - 1 is the one that holds most of the voxels stroked
+    as class k (one-to-one, Hungarian), the convention of the scribble loss and of the label assignment, for a
+    network trained without the strokes. A class no channel holds takes the channel with fewest voxels.
+
+    head: conv 1^d (q -> q) then BatchNorm; every parameter and buffer with q rows, and its momentum in
+    ``optimizer``, is reordered, so the head computes the same responses in the new order.
+    strokes: (features (M, q, 1, ...), classes (M, 1, ...)) as ``strokes`` returns them; train: the training
+    level's Prepared whose image is the features (1, q, *crop) (channel sizes for ties).
+    """
+    features, classes = strokes
+    head.eval()
+    stroked = head(features).flatten(1).argmax(1)  # (M,)
+    q = features.shape[1]
+    sizes = torch.bincount(head(train.image).argmax(1)[train.roi], minlength=q).double()
+    overlap = torch.zeros(q, int(classes.max()), dtype=torch.float64)
+    overlap.index_put_((stroked, classes.flatten() - 1), torch.ones(len(stroked), dtype=torch.float64), accumulate=True)
+    cost = -overlap + (sizes / (sizes.sum() + 1))[:, None]  # ties (no overlap): the smaller channel
+    channels, named = linear_sum_assignment(cost.numpy())
+    order = np.full(q, -1)
+    order[named] = channels
+    order[order < 0] = [c for c in range(q) if c not in set(channels.tolist())][: int(np.sum(order < 0))]
+    index = torch.from_numpy(order)
+    for tensor in list(head.parameters()) + list(head.buffers()):
+        if tensor.ndim and tensor.shape[0] == q:
+            tensor.copy_(tensor[index])
+            momentum = optimizer.state.get(tensor, {}).get("momentum_buffer")
+            if momentum is not None:
+                momentum.copy_(momentum[index])

@@ -26,7 +26,7 @@ from .foreground import roi_or_foreground
 from .labels import assign_labels
 from .network import ClusteringNet, kernel_size
 from .preprocess import Prepared, in_roi, prepare, training_preps
-from .refine import RefineCache, strokes, volume_key
+from .refine import RefineCache, name_channels, strokes, volume_key
 from .result import SegmentationResult
 from .training import HEAD, NETWORK, calibrate_batchnorm, train
 
@@ -37,8 +37,8 @@ class Segmenter:
     """Stateful test-time clustering: the network and optimiser persist between calls.
 
     fit(volume, scribbles, mask)  -> SegmentationResult; a second fit warm-starts from the first
-                                     (on the same volume without new scribble classes only the
-                                     clustering head is retrained, on cached features: a refinement).
+                                     (on the same volume with strokes only the clustering head is
+                                     retrained, on cached features: a refinement; see ``fit``).
     fit_reference([volumes])      -> trains one network on several images (reference mode).
     predict(volume, mask)         -> labels without optimisation, consistent with the fit.
     save(path) / Segmenter.load(path).
@@ -69,28 +69,31 @@ class Segmenter:
 
         volume: Volume (C, *spatial); scribbles: (*spatial) int, 0 = unlabelled; mask: (*spatial) ROI.
         keep_labels: keep the channel -> label mapping of the previous fit (sequence mode).
-        Refitting the volume of the previous fit with scribbles of no new class (the user added or erased
-        strokes) retrains only the clustering head on the cached features of that fit: a refinement in
-        a fraction of the first fit's time. The cache travels with ``save`` / ``load``.
+        Strokes train the network only where it trains at full resolution; at a coarse level (MR) it trains as
+        without them and the clustering head then learns them on the full-resolution features, so a fit with
+        strokes is the unsupervised fit plus a head refinement. Refitting the volume of the previous fit with
+        strokes (added, erased, or drawn after an unsupervised fit; at full resolution: of no new class)
+        retrains only the clustering head on the cached features of that fit: a refinement in a fraction of
+        the first fit's time. The cache travels with ``save`` / ``load``.
         """
         start = time.perf_counter()
         cfg = self._check(volume, scribbles, mask)
         max_iter = max_iter or cfg.max_iter
         n_classes = scribble_classes(validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source))
         key, cache = volume_key(volume, mask), self._cache
-        refining = (
-            cache is not None and cache.key == key and 0 < n_classes <= cache.n_scribble_classes and not keep_labels
-        )
+        refining = cache is not None and cache.refines(key, n_classes) and not keep_labels
         history, stop_reason = [], "converged"
         if refining:
-            log.info("%s: same volume, no new scribble class: refining the clustering head", volume.source)
+            log.info("%s: same volume: refining the clustering head on the strokes", volume.source)
             cache = replace(cache, full=replace(cache.full, n_scribble_classes=n_classes))
         else:  # a refinement reuses the first fit's ROI; only a new fit looks for the foreground
             roi = roi_or_foreground(volume, scribbles, mask, cfg.foreground)
             cache, history, stop_reason = self._fit_network(volume, scribbles, roi, cfg, max_iter, key, progress)
         marked = strokes(cache.full, cache.full_features, scribbles, volume.spatial_dims)
         if marked is not None and cache.train is not None and (refining or cache.level > 0):
-            # the head learns the strokes at full resolution (coarse training saw them block-pooled)
+            # the head learns the strokes at full resolution; at a coarse level the network trained without them
+            if cache.level > 0:
+                name_channels(self.network.head, self.optimizer, marked, cache.train)
             head_history, stop_reason = self._train(
                 self.network.head, [cache.train], cfg, HEAD, max_iter, progress, marked
             )
