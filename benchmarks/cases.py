@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -143,23 +143,30 @@ def parse(name: str) -> Name:
 def make_case(name: str) -> Case:
     """Build the named case (see the module docstring)."""
     parsed = parse(name)
-    volume = devset.load(parsed.volume + ("_noisy" if parsed.noisy else ""))
-    description = volume.description
-    scribbles = None
-    if parsed.scribbled:
-        scribbles = scribbles_from_truth(volume.truth, volume.roi, volume.spacing, style=parsed.style)
-        counts = ", ".join(f"{volume.class_names[k]} {int((scribbles == k).sum())}" for k in sorted(volume.class_names))
-        description += f"; {parsed.style} strokes on 3 slices across the last axis ({counts} voxels)"
-    return Case(
-        name,
+    volume_name = parsed.volume + ("_noisy" if parsed.noisy else "")
+    volume = devset.load(volume_name)
+    case = Case(
+        volume_name,
         np.ascontiguousarray(volume.image, dtype=np.float32),
         volume.spacing,
         volume.affine,
         volume.roi,
         volume.truth.astype(np.uint8),
-        scribbles,
-        description,
+        None,
+        volume.description,
         None if volume.mask is None else volume.mask.astype(bool),
         dict(volume.class_names),
         dict(volume.meta),
     )
+    return with_strokes(case, name) if parsed.scribbled else case
+
+
+def with_strokes(volume_case: Case, name: str) -> Case:
+    """The stroke case ``name`` (e.g. 'headct_painted') from its volume's case (e.g. 'headct'): the same image,
+    truth and mask, with the style's simulated strokes (deterministic: made from the truth)."""
+    style = parse(name).style
+    scribbles = scribbles_from_truth(volume_case.truth, volume_case.roi, volume_case.spacing, style=style)
+    names = volume_case.class_names
+    counts = ", ".join(f"{names[k]} {int((scribbles == k).sum())}" for k in sorted(names))
+    description = volume_case.description + f"; {style} strokes on 3 slices across the last axis ({counts} voxels)"
+    return replace(volume_case, name=name, scribbles=scribbles, description=description)

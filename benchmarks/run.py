@@ -5,7 +5,8 @@
     python benchmarks/run.py --cases mni2mm,mni2mm_noisy --methods kmeans,gmm,otsu,atropos
     python benchmarks/run.py --cases mni2mm --engine-config con_weight=0.5 n_clusters=48 max_iter=300
     python benchmarks/run.py --device cuda                     # fills the GPU section of RESULTS.md
-    python benchmarks/run.py --devset --no-refine              # the development set -> DEVSET_BASELINE.md
+    python benchmarks/run.py --devset                          # the development set -> DEVSET_RESULTS.md
+    python benchmarks/run.py --devset --case-dir /tmp/cases --build-only   # build the cases once, e.g. to carry to a GPU
 
 Each (case, method) pair runs in its own child process (benchmarks/worker.py), which reports its
 own peak RSS (VmHWM), so methods do not pollute each other. Dice is computed here with unsupervised_seg.demo.metrics.hungarian_dice
@@ -34,7 +35,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cases import Case, make_case, parse  # noqa: E402
+from cases import Case, make_case, parse, with_strokes  # noqa: E402
 from methods import UNSUPERVISED, WITH_SCRIBBLES  # noqa: E402
 
 FULL_CASES = (
@@ -139,7 +140,9 @@ def run_child(spec: dict, work: Path, timeout: float) -> dict:
         return {"status": f"failed: timed out after {timeout:.0f} s", "process_seconds": timeout}
     wall = time.perf_counter() - started
     if child.returncode != 0 or not Path(spec["result_out"]).exists():
-        tail = child.stdout.strip().splitlines()[-1:] or ["no output"]
+        lines = child.stdout.strip().splitlines() or ["no output"]
+        print("\n".join("    | " + line for line in lines[-15:]), flush=True)  # the traceback's end
+        tail = lines[-1:]
         return {"status": f"failed: exit {child.returncode}: {tail[0][:200]}", "process_seconds": wall}
     result = json.loads(Path(spec["result_out"]).read_text())
     result.update(status="ok", process_seconds=wall)
@@ -166,6 +169,28 @@ def score(labels: np.ndarray, case: Case) -> dict:
     return out
 
 
+def built_case(name: str, folder: Path) -> tuple:
+    """(Case, its .npz) from ``folder``: read where it is there; a stroke case is made from its volume's file when
+    that is there (the strokes are made from the truth); otherwise built from the source data. Saved there."""
+    case_file = folder / f"{name}.npz"
+    if case_file.exists():
+        print(f"[case] {name}: from {case_file}", flush=True)
+        return Case.load(case_file), case_file
+    parsed = parse(name)
+    volume_file = folder / f"{parsed.volume}{'_noisy' if parsed.noisy else ''}.npz"
+    if parsed.scribbled and volume_file.exists():
+        print(f"[case] {name}: strokes on {volume_file}", flush=True)
+        case = with_strokes(Case.load(volume_file), name)
+    else:
+        print(f"[case] {name}: building", flush=True)
+        case = make_case(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{name}.tmp.npz"
+    case.save(tmp)
+    os.replace(tmp, case_file)
+    return case, case_file
+
+
 def methods_for(case_name: str, wanted) -> list:
     scribbled = parse(case_name)[3]
     names = WITH_SCRIBBLES if scribbled else UNSUPERVISED
@@ -183,7 +208,7 @@ def main(argv=None) -> int:
         "--devset",
         action="store_true",
         help="the development set (benchmarks/devset.py): its cases and methods by default, results "
-        "in devset_results.json and DEVSET_BASELINE.md, no overlay plots",
+        "in devset_results.json and DEVSET_RESULTS.md, no overlay plots",
     )
     parser.add_argument(
         "--methods", help="comma-separated subset of: " + ",".join(sorted(set(UNSUPERVISED) | set(WITH_SCRIBBLES)))
@@ -205,7 +230,16 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per method run")
     parser.add_argument("--note", default="", help="text put under the machine line in RESULTS.md")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument(
+        "--case-dir",
+        type=Path,
+        help="built cases (.npz) are read from DIR where they are, and built and saved there otherwise; carry DIR "
+        "to a machine without the source data (a GPU machine) and run there with the same --case-dir",
+    )
+    parser.add_argument("--build-only", action="store_true", help="build the cases into --case-dir, run nothing")
     args = parser.parse_args(argv)
+    if args.build_only and not args.case_dir:
+        parser.error("--build-only needs --case-dir")
 
     default_cases = DEVSET_CASES if args.devset else QUICK_CASES if args.quick else FULL_CASES
     case_names = args.cases.split(",") if args.cases else list(default_cases)
@@ -240,10 +274,9 @@ def main(argv=None) -> int:
         work = Path(tmp)
         labels_by_case = {}
         for name in case_names:
-            print(f"[case] {name}: building", flush=True)
-            case = make_case(name)
-            case_file = work / f"{name}.npz"
-            case.save(case_file)
+            case, case_file = built_case(name, args.case_dir or work)
+            if args.build_only:
+                continue
             entry = {
                 "description": case.description,
                 "shape": list(case.image.shape),
@@ -279,40 +312,55 @@ def main(argv=None) -> int:
                     labels = np.load(spec["labels_out"])["labels"]
                     result.update(score(labels, case))
                     labels_by_case[name][method] = labels
+                    gpu = f"  peak GPU {result['peak_gpu_mb']:6.0f} MB" if "peak_gpu_mb" in result else ""
+                    refined = result.get("refinement")
+                    refined = f"  refinement {refined['time_ratio']:.1%} Dice {refined['dice']:.3f}" if refined else ""
                     print(
                         f"  {method:14s} Dice {result['dice_mean']:.3f}  {result['seconds']:7.1f} s  "
-                        f"peak RSS {result['peak_rss_mb']:6.0f} MB",
+                        f"peak RSS {result['peak_rss_mb']:6.0f} MB{gpu}{refined}",
                         flush=True,
                     )
                 else:
                     print(f"  {method:14s} {result['status']}", flush=True)
                 entry["methods"][method] = result
             run["cases"][name] = entry
+            save_run(run, out, args.devset, device_key)
             if not args.no_plots:
                 from report import plot_overlay
 
                 plot_overlay(case, labels_by_case[name], entry, out / f"overlay_{name}.png")
 
-    from report import plot_dice_vs_seconds, plot_history, write_results
+    if args.build_only:
+        print(f"built {len(case_names)} cases in {args.case_dir}")
+        return 0
+    everything = save_run(run, out, args.devset, device_key)
+    if not args.no_plots:
+        from report import plot_dice_vs_seconds, plot_history
 
-    results_path = out / ("devset_results.json" if args.devset else "results.json")
+        plot_dice_vs_seconds(run, out / f"dice_vs_seconds_{device_key}.png")
+        plot_history(run, out / f"engine_history_{device_key}.png")
+    from report import write_devset_report, write_results
+
+    report = out / ("DEVSET_RESULTS.md" if args.devset else "RESULTS.md")
+    (write_devset_report if args.devset else write_results)(everything, report)
+    print(f"wrote {report} and {out / results_name(args.devset)}")
+    return 0
+
+
+def results_name(devset: bool) -> str:
+    return "devset_results.json" if devset else "results.json"
+
+
+def save_run(run: dict, out: Path, devset: bool, device_key: str) -> dict:
+    """Put ``run`` under ``device_key`` in the results JSON (other devices' runs kept); returns the whole file.
+    Called after every case too, so that a run stopped half-way leaves what it measured."""
+    results_path = out / results_name(devset)
     everything = json.loads(results_path.read_text()) if results_path.exists() else {}
     everything[device_key] = run
     tmp_path = results_path.with_suffix(".json.tmp")
     tmp_path.write_text(json.dumps(everything, indent=1))
     os.replace(tmp_path, results_path)
-    if not args.no_plots:
-        plot_dice_vs_seconds(run, out / f"dice_vs_seconds_{device_key}.png")
-        plot_history(run, out / f"engine_history_{device_key}.png")
-    if args.devset:
-        from report import write_devset_baseline
-
-        write_devset_baseline(everything, out / "DEVSET_BASELINE.md")
-        print(f"wrote {out / 'DEVSET_BASELINE.md'} and {results_path}")
-        return 0
-    write_results(everything, out / "RESULTS.md")
-    print(f"wrote {out / 'RESULTS.md'} and {results_path}")
-    return 0
+    return everything
 
 
 if __name__ == "__main__":
