@@ -121,6 +121,23 @@ def machine_info() -> dict:
     }
 
 
+def run_here(spec: dict) -> dict:
+    """Run the spec in this process (``--in-process``); returns its result, or {"status": "failed: ..."}."""
+    import traceback
+
+    from worker import run_spec
+
+    started = time.perf_counter()
+    try:
+        run_spec(spec)
+    except Exception as exc:  # one failed case must not stop the run: report it and go on
+        print("\n".join("    | " + line for line in traceback.format_exc().splitlines()[-15:]), flush=True)
+        return {"status": f"failed: {type(exc).__name__}: {str(exc)[:200]}", "process_seconds": 0.0}
+    result = json.loads(Path(spec["result_out"]).read_text())
+    result.update(status="ok", process_seconds=time.perf_counter() - started, in_process=True)
+    return result
+
+
 def run_child(spec: dict, work: Path, timeout: float) -> dict:
     """Run worker.py on ``spec`` in a child process; returns its result, or {"status": "failed: ..."}."""
     spec_path = work / f"{spec['case']}.{spec['method']}.spec.json"
@@ -236,6 +253,12 @@ def main(argv=None) -> int:
         help="built cases (.npz) are read from DIR where they are, and built and saved there otherwise; carry DIR "
         "to a machine without the source data (a GPU machine) and run there with the same --case-dir",
     )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every method in this process, not one child each (for machines where a process start costs "
+        "more than a fit; peak RSS is then the whole run's, peak GPU memory is still per fit; no --timeout)",
+    )
     parser.add_argument("--build-only", action="store_true", help="build the cases into --case-dir, run nothing")
     args = parser.parse_args(argv)
     if args.build_only and not args.case_dir:
@@ -307,7 +330,7 @@ def main(argv=None) -> int:
                     "labels_out": str(work / f"{name}.{method}.labels.npz"),
                     "result_out": str(work / f"{name}.{method}.json"),
                 }
-                result = run_child(spec, work, args.timeout)
+                result = run_here(spec) if args.in_process else run_child(spec, work, args.timeout)
                 if result["status"] == "ok":
                     labels = np.load(spec["labels_out"])["labels"]
                     result.update(score(labels, case))

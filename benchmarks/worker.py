@@ -5,7 +5,8 @@ SPEC: {"case_file": .npz (cases.Case.save), "method": name, "threads": n, "engin
        "labels_out": .npz, "result_out": .json}
 Writes the labels ((X, Y, Z) uint8 under key "labels") and a JSON with seconds, iterations, the
 peak RSS after loading (before the method ran), the peak RSS of the whole process and any
-method extras; the parent adds the Dice.
+method extras; the parent adds the Dice. ``run.py --in-process`` calls ``run_spec`` itself instead (where
+a process start costs more than a fit; peak RSS is then the whole run's).
 """
 
 from __future__ import annotations
@@ -38,9 +39,8 @@ def peak_rss_mb() -> float:
     raise RuntimeError("VmHWM missing from /proc/self/status (Linux only)")
 
 
-def main(spec_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    _limit_threads(spec["threads"])
+def run_spec(spec: dict) -> None:
+    """Run the spec's method on its case; write its labels and its result JSON (each atomically)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import numpy as np
 
@@ -67,6 +67,12 @@ def main(spec_path: str) -> None:
     tmp = spec["result_out"] + ".tmp"
     Path(tmp).write_text(json.dumps(out))
     os.replace(tmp, spec["result_out"])
+
+
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    _limit_threads(spec["threads"])
+    run_spec(spec)
 
 
 if __name__ == "__main__":

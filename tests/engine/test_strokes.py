@@ -39,20 +39,26 @@ def test_stroked_voxels_keep_their_class_and_every_stroked_class_is_present(mni_
     assert {1, 2, 3} <= set(np.unique(result.labels))
 
 
-def test_naming_the_channels_reorders_the_head_without_changing_its_responses():
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_naming_the_channels_reorders_the_head_without_changing_its_responses(device):
     """Strokes of class 1 fall in channel 3 and class 2 in channel 0: after naming, channel 0 is class 1's and
-    channel 1 class 2's; the head computes the same responses in the new order (momentum included)."""
+    channel 1 class 2's; the head computes the same responses in the new order (momentum included). The head
+    may live on a GPU while the cached features stay on the CPU, as in a fit on a GPU (this crashed there)."""
     from unsupervised_seg.engine.network import ClusteringNet
     from unsupervised_seg.engine.preprocess import Prepared
     from unsupervised_seg.engine.refine import name_channels
 
     torch.manual_seed(0)
-    head = ClusteringNet(2, 1, n_clusters=5).head
-    optimizer = torch.optim.SGD(head.parameters(), lr=0.1, momentum=0.9)
+    on_device = ClusteringNet(2, 1, n_clusters=5).head.to(device)
+    optimizer = torch.optim.SGD(on_device.parameters(), lr=0.1, momentum=0.9)
     features = torch.randn(200, 5, 1, 1)
+
+    def head(x):
+        return on_device(x.to(device)).cpu()
+
     head(features).sum().backward()
     optimizer.step()
-    head.eval()
+    on_device.eval()
     before = head(features).detach()
     channel = before.flatten(1).argmax(1)
     first, second = channel[0], next(c for c in channel.tolist() if c != int(channel[0]))
@@ -69,10 +75,10 @@ def test_naming_the_channels_reorders_the_head_without_changing_its_responses():
         (1.0, 1.0),
         0,
     )
-    momentum = optimizer.state[head[0].weight]["momentum_buffer"].clone()
-    name_channels(head, optimizer, (features[picked], classes), train)
+    momentum = optimizer.state[on_device[0].weight]["momentum_buffer"].cpu().clone()
+    name_channels(on_device, optimizer, (features[picked], classes), train)
     after = head(features).detach()
     order = [int(first), second] + [c for c in range(5) if c not in (int(first), second)]
     torch.testing.assert_close(after, before[:, order])
-    torch.testing.assert_close(optimizer.state[head[0].weight]["momentum_buffer"], momentum[order])
+    torch.testing.assert_close(optimizer.state[on_device[0].weight]["momentum_buffer"].cpu(), momentum[order])
     assert head(features[picked]).flatten(1).argmax(1).tolist() == (classes.flatten() - 1).tolist()

@@ -82,10 +82,12 @@ def name_channels(head: torch.nn.Sequential, optimizer: torch.optim.Optimizer, s
     level's Prepared whose image is the features (1, q, *crop) (channel sizes for ties).
     """
     features, classes = strokes
+    device = next(head.parameters()).device  # the cached features stay on the CPU; the head may be on a GPU
     head.eval()
-    stroked = head(features).flatten(1).argmax(1)  # (M,)
+    stroked = head(features.to(device)).flatten(1).argmax(1).cpu()  # (M,)
     q = features.shape[1]
-    sizes = torch.bincount(head(train.image).argmax(1)[train.roi], minlength=q).double()
+    channel_map = head(train.image.to(device)).argmax(1).cpu()
+    sizes = torch.bincount(channel_map[train.roi], minlength=q).double()
     overlap = torch.zeros(q, int(classes.max()), dtype=torch.float64)
     overlap.index_put_((stroked, classes.flatten() - 1), torch.ones(len(stroked), dtype=torch.float64), accumulate=True)
     cost = -overlap + (sizes / (sizes.sum() + 1))[:, None]  # ties (no overlap): the smaller channel
@@ -93,7 +95,7 @@ def name_channels(head: torch.nn.Sequential, optimizer: torch.optim.Optimizer, s
     order = np.full(q, -1)
     order[named] = channels
     order[order < 0] = [c for c in range(q) if c not in set(channels.tolist())][: int(np.sum(order < 0))]
-    index = torch.from_numpy(order)
+    index = torch.from_numpy(order).to(device)
     for tensor in list(head.parameters()) + list(head.buffers()):
         if tensor.ndim and tensor.shape[0] == q:
             tensor.copy_(tensor[index])
