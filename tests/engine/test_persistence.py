@@ -68,6 +68,25 @@ def test_truncated_file_is_named(tmp_path, fitted):
     assert str(path) in str(info.value)
 
 
+def test_a_model_saved_on_a_gpu_loads_where_there_is_none(tmp_path, fitted):
+    """A model trained with --device cuda loads on a machine without CUDA (on the CPU, same labels); a --device
+    this machine lacks, asked for explicitly, gets the device error, not 'damaged model'."""
+    segmenter, volume, mask = fitted
+    path = tmp_path / "model.pt"
+    state = persistence.segmenter_state(segmenter)
+    state["config"]["device"] = "cuda:7"  # a GPU this machine does not have (none here, or fewer than 8)
+    persistence.write_state(state, path)
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    loaded = Segmenter.load(path)
+    assert loaded.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    np.testing.assert_array_equal(loaded.predict(volume, mask).labels, segmenter.predict(volume, mask).labels)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available") as info:
+            Segmenter.load(path, device="cuda")
+        assert "damaged" not in str(info.value)
+
+
 def test_saved_state_is_tensors_and_plain_values(tmp_path, fitted):
     segmenter, volume, mask = fitted
     path = tmp_path / "model.pt"

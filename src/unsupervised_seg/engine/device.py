@@ -39,6 +39,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def is_available(name: str) -> bool:
+    """Whether this machine has the device ``name`` ('auto', 'cpu', 'cuda', 'cuda:N')."""
+    if name in ("auto", "cpu"):
+        return True
+    device = torch.device(name)
+    return device.type != "cuda" or (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count())
+
+
 def available_memory(device: torch.device) -> int:
     """Bytes that a training step may use on ``device``: half the free GPU memory, or a quarter of
     the available RAM capped at 512 MiB on CPU (where larger patches only cost time)."""

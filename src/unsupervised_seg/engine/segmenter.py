@@ -21,7 +21,7 @@ from ..core.scribbles import scribble_classes, validate_scribbles
 from ..core.volume import Volume, validate_mask, validate_volume
 from . import persistence, predict
 from .config import SegmentationConfig
-from .device import import_dynamo_quietly, resolve_device
+from .device import import_dynamo_quietly, is_available, resolve_device
 from .foreground import roi_or_foreground
 from .labels import assign_labels
 from .network import ClusteringNet, kernel_size
@@ -256,11 +256,18 @@ class Segmenter:
     @classmethod
     def load(cls, path, device: Optional[str] = None) -> Segmenter:
         """Re-create a Segmenter saved with ``save`` (no code in the file is ever run); ``device`` overrides
-        the saved device."""
+        the saved device. A model saved on a device this machine lacks (trained on a GPU, used on a laptop)
+        runs on the best device here."""
         state = persistence.read_state(path)
         try:
             config = SegmentationConfig(**state["config"])
-            seg = cls(config if device is None else config.replace(device=device))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"damaged UnsupervisedSeg model ({exc.__class__.__name__}: {exc})", path) from None
+        if device is None and not is_available(config.device):
+            log.info("%s: saved for device %r, which this machine lacks: using 'auto'", path, config.device)
+            device = "auto"
+        seg = cls(config if device is None else config.replace(device=device))  # an unavailable override: says so
+        try:
             persistence.restore(seg, state)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"damaged UnsupervisedSeg model ({exc.__class__.__name__}: {exc})", path) from None
