@@ -126,3 +126,38 @@ def test_tuning_sweep_writes_one_row_per_variant(tmp_path):
         timeout=120,
     )
     assert refused.returncode == 2 and "held out" in refused.stderr
+
+
+def test_cases_built_once_travel_to_a_run_elsewhere(tmp_path):
+    """--build-only writes a volume's case file; a later run (here --in-process, as on a GPU machine where a
+    process start costs more than a fit) makes its stroke case from that file alone, the same as built from
+    the source data, and saves results after every case."""
+    cases = tmp_path / "cases"
+    build = [sys.executable, str(BENCH / "run.py"), "--cases", "mni4mm", "--case-dir", str(cases), "--build-only"]
+    done = subprocess.run(build, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in cases.iterdir()) == ["mni4mm.npz"]
+    cmd = [sys.executable, str(BENCH / "run.py"), "--quick", "--cases", "mni4mm_scribbles", "--methods", "engine"]
+    cmd += ["--case-dir", str(cases), "--in-process", "--out", str(tmp_path / "out"), "--threads", "1", "--no-plots"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "mni4mm_scribbles: strokes on" in done.stdout and "building" not in done.stdout
+    from cases import Case
+
+    made_here = Case.load(cases / "mni4mm_scribbles.npz")
+    built = make_case("mni4mm_scribbles")
+    assert np.array_equal(made_here.scribbles, built.scribbles) and made_here.description == built.description
+    engine = json.loads((tmp_path / "out" / "results.json").read_text())["cpu"]["cases"]["mni4mm_scribbles"]
+    result = engine["methods"]["engine"]
+    assert result["status"] == "ok" and result["in_process"] and result["stroked_kept"] == 1.0
+    assert "refinement" in result
+
+
+def test_devset_report_shows_gpu_memory_and_refinement():
+    from report import _dice_cell, _refinement_cell
+
+    gpu = {"status": "ok", "dice_mean": 0.9051, "seconds": 7.34, "peak_gpu_mb": 286.2}
+    assert _dice_cell(gpu) == "0.905 (7.3 s, 286 MB GPU)"
+    assert _dice_cell({"status": "ok", "dice_mean": 0.9, "seconds": 25.2}) == "0.900 (25 s)"
+    refined = {"refinement": {"time_ratio": 0.352, "seconds": 1.58, "dice": 0.825}}
+    assert _refinement_cell(refined) == "35.2% (1.6 s), Dice 0.825"

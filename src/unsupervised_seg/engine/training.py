@@ -101,9 +101,11 @@ def train(
     samplers = None if whole else [_sampler(p, cfg, device, steps_done) for p in preps]
     history: List[dict] = []
     model.train(phase.batch_statistics)
+    # one whole crop (a fit, a head phase on cached features): moved to the device once, not at every step
+    resident = _batch(preps[0], None, device) if whole and len(preps) == 1 else None
     for it in range(1, max_iter + 1):
         index = (it - 1) % len(preps)
-        batch = _batch(preps[index], None if whole else samplers[index], device)
+        batch = resident or _batch(preps[index], None if whole else samplers[index], device)
         image, roi, scr, targets = batch["image"], batch["roi"], batch.get("scribbles"), batch.get("targets")
         if cfg.lr_half_life:
             for group in optimizer.param_groups:
