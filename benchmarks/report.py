@@ -285,18 +285,10 @@ def write_results(everything: dict, path: Path) -> None:
                 "",
             ]
             continue
-        m = run["machine"]
-        gpu_name = next(
-            (r.get("gpu") for e in run["cases"].values() for r in e["methods"].values() if r.get("gpu")), None
-        )
         out += [
             f"Command: `{run['command']}`",
             "",
-            f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM"
-            + (f", GPU {gpu_name}" if gpu_name else "")
-            + f"; Python {m['python']}, "
-            + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-            + f"; {run['threads']} threads per method; {run['date']}",
+            _machine_line(run),
             "",
             f"Engine configuration: `{run['engine_config']}`",
             "",
@@ -343,6 +335,19 @@ def _dice_cell(result: dict, seconds: bool = True) -> str:
     return f"{result['dice_mean']:.3f} ({result['seconds']:.0f} s)"
 
 
+def _machine_line(run: dict) -> str:
+    """'Machine: cores (CPU), RAM[, GPU name]; Python, library versions; threads; date' of a run."""
+    m = run["machine"]
+    gpu = next((r.get("gpu") for e in run["cases"].values() for r in e["methods"].values() if r.get("gpu")), None)
+    return (
+        f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM"
+        + (f", GPU {gpu}" if gpu else "")
+        + f"; Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + f"; {run['threads']} threads per method; {run['date']}"
+    )
+
+
 def _refinement_cell(result: dict) -> str:
     """The one-more-stroke refinement: its seconds as a share of the first fit's, and its Dice."""
     refinement = (result or {}).get("refinement")
@@ -367,15 +372,12 @@ def write_devset_report(
         "",
     ]
     for key, run in everything.items():
-        m = run["machine"]
         out += [
             f"## {key.upper()} run",
             "",
             f"Command: `{run['command']}`",
             "",
-            f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM; Python {m['python']}, "
-            + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-            + f"; {run['threads']} threads per method; {run['date']}",
+            _machine_line(run),
             "",
             f"Engine configuration: `{run['engine_config']}` (the defaults otherwise)",
             "",
