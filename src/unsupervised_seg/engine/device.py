@@ -40,10 +40,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def is_available(name: str) -> bool:
-    """Whether this machine has the device ``name`` ('auto', 'cpu', 'cuda', 'cuda:N')."""
+    """Whether this machine has the device ``name`` ('auto', 'cpu', 'cuda', 'cuda:N'; False for no device name)."""
     if name in ("auto", "cpu"):
         return True
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return False
     return device.type != "cuda" or (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count())
 
 
