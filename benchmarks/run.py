@@ -121,6 +121,11 @@ def machine_info() -> dict:
     }
 
 
+def print_tail(lines: list) -> None:
+    """Print the last 15 lines of a failed method's output (a traceback's end), indented."""
+    print("\n".join("    | " + line for line in lines[-15:]), flush=True)
+
+
 def run_here(spec: dict) -> dict:
     """Run the spec in this process (``--in-process``); returns its result, or {"status": "failed: ..."}."""
     import traceback
@@ -131,7 +136,7 @@ def run_here(spec: dict) -> dict:
     try:
         run_spec(spec)
     except Exception as exc:  # one failed case must not stop the run: report it and go on
-        print("\n".join("    | " + line for line in traceback.format_exc().splitlines()[-15:]), flush=True)
+        print_tail(traceback.format_exc().splitlines())
         return {"status": f"failed: {type(exc).__name__}: {str(exc)[:200]}", "process_seconds": 0.0}
     result = json.loads(Path(spec["result_out"]).read_text())
     result.update(status="ok", process_seconds=time.perf_counter() - started, in_process=True)
@@ -158,7 +163,7 @@ def run_child(spec: dict, work: Path, timeout: float) -> dict:
     wall = time.perf_counter() - started
     if child.returncode != 0 or not Path(spec["result_out"]).exists():
         lines = child.stdout.strip().splitlines() or ["no output"]
-        print("\n".join("    | " + line for line in lines[-15:]), flush=True)  # the traceback's end
+        print_tail(lines)
         tail = lines[-1:]
         return {"status": f"failed: exit {child.returncode}: {tail[0][:200]}", "process_seconds": wall}
     result = json.loads(Path(spec["result_out"]).read_text())
