@@ -42,7 +42,7 @@ def test_noisy_mr_trains_coarse_and_coherent_ct_at_full_resolution(mni_2mm, ches
 
     ct, body = chest_ct
     prep, full, level = training_preps(ct, None, body, cfg)
-    assert level == 0 and prep is full and prep.targets is not None
+    assert level == 0 and prep.image is full.image and prep.targets is not None  # one crop, not a copy
     # the criterion alone keeps it at full resolution (no spacing limit); with neither, every axis is halved
     assert training_preps(ct, None, body, cfg.replace(coarse_max_spacing=0.0))[2] == 0
     assert training_preps(ct, None, body, cfg.replace(coarse_min_changes=0.0, coarse_max_spacing=0.0))[2] == 1
@@ -62,3 +62,17 @@ def test_thin_bone_of_a_thick_slice_ct_survives():
     assert dice["mean"] > baseline["mean"] and dice["per_class"][3] > baseline["per_class"][3], (dice, baseline)
     assert min(dice["per_class"][1], dice["per_class"][2]) >= 0.95, dice
     assert not any("level" in entry for entry in result.history)  # trained at full resolution
+
+
+def test_strokes_reach_the_network_only_when_it_trains_on_patches(chest_ct):
+    """A crop trained whole trains as without strokes (the head learns them afterwards, at full resolution); a
+    crop above max_voxels trains on patches, where no head phase follows, so there the strokes train it."""
+    ct, body = chest_ct
+    scribbles = np.zeros(ct.spatial_shape, np.int64)
+    scribbles[60:64, 60:64, 17] = 2
+    scribbles[40:44, 60:64, 17] = 1
+    cfg = SegmentationConfig(n_labels=3).resolved(3)
+    prep, full, level = training_preps(ct, scribbles, body, cfg)
+    assert level == 0 and prep.scribbles is None and full.n_scribble_classes == 2
+    prep, full, level = training_preps(ct, scribbles, body, cfg.replace(max_voxels=100_000))
+    assert level == 0 and int((prep.scribbles > 0).sum()) == 32 and full.n_scribble_classes == 2

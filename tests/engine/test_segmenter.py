@@ -94,18 +94,22 @@ def test_refinement_after_save_and_load(scribbled, mni_4mm, tmp_path):
     assert hungarian_dice(result.labels, truth, mask)["mean"] >= 0.88
 
 
-def test_a_new_scribble_class_or_volume_retrains_the_network(mni_4mm):
+def test_strokes_of_new_classes_refine_the_head_and_another_volume_retrains_the_network(mni_4mm):
+    """The network never trains on the strokes of a crop it sees whole, so strokes drawn after an unsupervised
+    fit, of classes never drawn before, retrain only the head; another volume retrains the network."""
     volume, mask, truth = mni_4mm
     seg = Segmenter(n_labels=3, seed=0)
     seg.fit(volume, mask=mask, max_iter=20)
-    for scribbles, vol in [
-        (scribbles_from_truth(truth, mask, volume.spacing), volume),  # classes 1-3 are new
-        (None, Volume(volume.data * 1.01, volume.spacing)),
-    ]:  # another volume
-        before = {k: v.clone() for k, v in seg.network.features.state_dict().items()}
-        result = seg.fit(vol, scribbles, mask, max_iter=10)
-        assert {entry["phase"] for entry in result.history} == {"network"}
-        assert not all(torch.equal(v, seg.network.features.state_dict()[k]) for k, v in before.items())
+    scribbles = scribbles_from_truth(truth, mask, volume.spacing)  # classes 1-3 are new
+    features = {k: v.clone() for k, v in seg.network.features.state_dict().items()}
+    result = seg.fit(volume, scribbles, mask, max_iter=10)
+    assert {entry["phase"] for entry in result.history} == {"head"}
+    assert all(torch.equal(v, seg.network.features.state_dict()[k]) for k, v in features.items())
+    marked = scribbles > 0
+    assert set(np.unique(result.labels[mask])) == {1, 2, 3} and np.all(result.labels[marked] == scribbles[marked])
+    result = seg.fit(Volume(volume.data * 1.01, volume.spacing), mask=mask, max_iter=10)
+    assert {entry["phase"] for entry in result.history} == {"network"}
+    assert not all(torch.equal(v, seg.network.features.state_dict()[k]) for k, v in features.items())
 
 
 def test_reproducible_with_seed_and_exact_label_count(mni_4mm):

@@ -9,8 +9,9 @@ from unsupervised_seg import Segmenter
 from unsupervised_seg.engine.losses import scribble_loss
 
 
-def test_scribble_loss_weighs_every_class_alike():
-    """1000 voxels of class 1, 10 of class 2: the loss is the mean of the two classes' mean cross-entropies."""
+def test_scribble_loss_weighs_every_class_alike_and_counts_only_wrong_voxels():
+    """1000 voxels of class 1, 10 of class 2: each class's cross-entropy summed over its wrong voxels (argmax not
+    its channel) over all its stroked voxels, then the mean over the classes; zero once every stroke is right."""
     torch.manual_seed(0)
     response = torch.randn(1, 4, 10, 101)
     scribbles = torch.zeros(1, 10, 101, dtype=torch.long)
@@ -19,8 +20,13 @@ def test_scribble_loss_weighs_every_class_alike():
     per_voxel = F.cross_entropy(
         response.movedim(1, -1).reshape(-1, 4), (scribbles - 1).clamp_min(0).reshape(-1), reduction="none"
     ).reshape(10, 101)
-    expected = (per_voxel[:, :100].mean() + per_voxel[:, 100].mean()) / 2
+    wrong = response[0].argmax(0) != (scribbles[0] - 1)
+    assert 0 < int(wrong[:, :100].sum()) < 1000 and 0 < int(wrong[:, 100].sum()) < 10
+    expected = ((per_voxel * wrong)[:, :100].sum() / 1000 + (per_voxel * wrong)[:, 100].sum() / 10) / 2
     assert float(scribble_loss(response, scribbles)) == pytest.approx(float(expected), rel=1e-5)
+    right = response.clone()
+    right[:, :2] += 100 * F.one_hot((scribbles - 1).clamp_min(0), 4).movedim(-1, 1)[:, :2]
+    assert float(scribble_loss(right, scribbles)) == 0.0
 
 
 def test_stroked_voxels_keep_their_class_and_every_stroked_class_is_present(mni_4mm):

@@ -68,11 +68,14 @@ def continuity_loss(response: torch.Tensor, spacing: Optional[Sequence[float]] =
 
 
 def scribble_loss(response: torch.Tensor, scribbles: torch.Tensor) -> torch.Tensor:
-    """Class-balanced cross-entropy on scribbled voxels only: the mean over the stroked classes of each class's
-    mean cross-entropy, so that a class painted over 20x more voxels does not drown a small one.
+    """Class-balanced cross-entropy on the scribbled voxels whose label is still wrong: the mean over the stroked
+    classes of each class's summed cross-entropy of its wrong voxels over its stroked voxels. A class painted
+    over 20x more voxels does not drown a small one, and the loss stops where the strokes are labelled right:
+    it moves a boundary just as far as the strokes need, not on until the stroked intensities are certain (a
+    stroke through partial-volume voxels otherwise grows its class everywhere alike; benchmarks/RESULTS.md).
 
     response: (B, q, *spatial); scribbles: (B, *spatial) long, 0 = unlabelled, k >= 1 = class k,
-    which is trained towards response channel k - 1. Returns 0 when nothing is scribbled.
+    which is trained towards response channel k - 1. Returns 0 when nothing is scribbled or all is right.
     """
     marked = scribbles > 0
     if not marked.any():
@@ -80,8 +83,9 @@ def scribble_loss(response: torch.Tensor, scribbles: torch.Tensor) -> torch.Tens
     logits = response.movedim(1, -1)[marked]  # (n_marked, q)
     target = scribbles[marked] - 1
     counts = torch.bincount(target, minlength=logits.shape[1]).to(logits.dtype)
-    weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
-    return F.cross_entropy(logits, target, weight=weight)
+    wrong = logits.detach().argmax(1) != target
+    cross_entropy = F.cross_entropy(logits, target, reduction="none")
+    return (cross_entropy * wrong / counts[target]).sum() / torch.count_nonzero(counts)
 
 
 class ClusteringLoss(nn.Module):

@@ -54,7 +54,6 @@ def cache_state(cache: Optional[RefineCache]) -> Optional[dict]:
         return None
     return {
         "key": cache.key,
-        "n_scribble_classes": cache.n_scribble_classes,
         "level": cache.level,
         "train": _prepared_state(cache.train),
         "full": _prepared_state(cache.full),
@@ -67,7 +66,6 @@ def cache_from_state(state: Optional[dict]) -> Optional[RefineCache]:
         return None
     return RefineCache(
         state["key"],
-        int(state["n_scribble_classes"]),
         int(state["level"]),
         _prepared(state["train"]),
         _prepared(state["full"]),

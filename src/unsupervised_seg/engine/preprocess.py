@@ -176,6 +176,11 @@ def training_preps(volume: Volume, scribbles, mask, cfg: SegmentationConfig) -> 
     the geometric mean voxel size) the network trains at full resolution. See benchmarks/RESULTS.md.
     """
     judged = bool(cfg.coarse_min_changes)  # else (2D, reference) the full-resolution clustering is not needed
+    # A crop trained whole trains as without strokes: the clustering head learns them afterwards on the
+    # full-resolution features (Segmenter.fit). Only a crop trained on patches (no head phase) trains on them.
+    n_classes = scribble_classes(validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source))
+    if _box_voxels(volume, mask) <= cfg.max_voxels:
+        scribbles = None
     full = prepare(volume, scribbles, mask, cfg, targets=judged)
     if full.targets is not None and judged:
         per_mm = label_changes(full.targets[0].numpy(), full.roi[0].numpy()) / float(np.prod(full.spacing)) ** (
@@ -185,20 +190,22 @@ def training_preps(volume: Volume, scribbles, mask, cfg: SegmentationConfig) -> 
             log.info(
                 "%s: coherent initial clustering (%.3f label changes per mm): full resolution", volume.source, per_mm
             )
-            return full, full, 0
+            return full, replace(full, n_scribble_classes=n_classes), 0
     coarse, coarse_scribbles, coarse_mask, level = training_level(
         volume, scribbles, mask, cfg.coarse_voxels, cfg.coarse_max_spacing
     )
     if level == 0:
         full = full if judged else prepare(volume, scribbles, mask, cfg)
-        return full, full, 0
+        return full, replace(full, n_scribble_classes=n_classes), 0
     if _box_voxels(coarse, coarse_mask) <= cfg.max_voxels:
-        # trained whole, so the head can learn the strokes at full resolution afterwards (Segmenter.fit): the
-        # network trains as without them. Block-pooled strokes are wrong labels at the coarse level (a block's
-        # largest class id: a CSF line through a ventricle's rim marks blocks that are mostly grey matter), and
-        # they cost MR the strokes' gain (development set, seed 0: 12 of 12 MR stroke cases better without them)
+        # trained whole: as without strokes (block-pooled strokes are wrong labels at a coarse level, too: a
+        # block's largest class id, so a CSF line through a ventricle's rim marks blocks of mostly grey matter)
         coarse_scribbles = None
-    return prepare(coarse, coarse_scribbles, coarse_mask, cfg), replace(full, targets=None), level
+    return (
+        prepare(coarse, coarse_scribbles, coarse_mask, cfg),
+        replace(full, targets=None, n_scribble_classes=n_classes),
+        level,
+    )
 
 
 def bounding_box(mask: np.ndarray, margin: int) -> tuple:

@@ -19,22 +19,16 @@ CACHE_BYTES = 2**30
 
 @dataclass
 class RefineCache:
-    """key: digest of the volume's data, spacing and mask; n_scribble_classes: classes fitted; level: the
-    training level (number of halvings); train: the training-level Prepared whose image is the eval-mode
-    features (1, q, *crop); full: the full-resolution Prepared; full_features: its ROI voxels' features (q, N)."""
+    """key: digest of the volume's data, spacing and mask; level: the training level (number of halvings);
+    train: the training-level Prepared whose image is the eval-mode features (1, q, *crop); full: the
+    full-resolution Prepared; full_features: its ROI voxels' features (q, N). Only a network trained as without
+    strokes (its crop seen whole) has a cache, so a refit of the same volume with strokes retrains only the head."""
 
     key: str
-    n_scribble_classes: int
     level: int
     train: Prepared
     full: Prepared
     full_features: torch.Tensor
-
-    def refines(self, key: str, n_classes: int) -> bool:
-        """Whether a fit of the volume ``key`` with ``n_classes`` stroke classes retrains only the head: the same
-        volume, with strokes, and a network trained without strokes (at a coarse level, where the head learns
-        them all) or on no fewer classes (at full resolution the strokes train the network itself)."""
-        return self.key == key and n_classes > 0 and (self.level > 0 or n_classes <= self.n_scribble_classes)
 
     @staticmethod
     def fits(full_features: torch.Tensor, train_features: torch.Tensor) -> bool:

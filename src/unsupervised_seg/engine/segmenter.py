@@ -69,19 +69,19 @@ class Segmenter:
 
         volume: Volume (C, *spatial); scribbles: (*spatial) int, 0 = unlabelled; mask: (*spatial) ROI.
         keep_labels: keep the channel -> label mapping of the previous fit (sequence mode).
-        Strokes train the network only where it trains at full resolution; at a coarse level (MR) it trains as
-        without them and the clustering head then learns them on the full-resolution features, so a fit with
-        strokes is the unsupervised fit plus a head refinement. Refitting the volume of the previous fit with
-        strokes (added, erased, or drawn after an unsupervised fit; at full resolution: of no new class)
-        retrains only the clustering head on the cached features of that fit: a refinement in a fraction of
-        the first fit's time. The cache travels with ``save`` / ``load``.
+        Strokes train the network only where it trains on patches (crops above ``max_voxels``). Otherwise it
+        trains as without them and the clustering head then learns them on the full-resolution features, so a
+        fit with strokes is the unsupervised fit plus a head refinement. Refitting the volume of the previous
+        fit with strokes (added, erased, of a new class, or drawn after an unsupervised fit) retrains only the
+        clustering head on the cached features of that fit: a refinement in a fraction of the first fit's time.
+        The cache travels with ``save`` / ``load``.
         """
         start = time.perf_counter()
         cfg = self._check(volume, scribbles, mask)
         max_iter = max_iter or cfg.max_iter
         n_classes = scribble_classes(validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source))
         key, cache = volume_key(volume, mask), self._cache
-        refining = cache is not None and cache.refines(key, n_classes) and not keep_labels
+        refining = cache is not None and cache.key == key and n_classes > 0 and not keep_labels
         history, stop_reason = [], "converged"
         if refining:
             log.info("%s: same volume: refining the clustering head on the strokes", volume.source)
@@ -90,10 +90,9 @@ class Segmenter:
             roi = roi_or_foreground(volume, scribbles, mask, cfg.foreground)
             cache, history, stop_reason = self._fit_network(volume, scribbles, roi, cfg, max_iter, key, progress)
         marked = strokes(cache.full, cache.full_features, scribbles, volume.spatial_dims)
-        if marked is not None and cache.train is not None and (refining or cache.level > 0):
-            # the head learns the strokes at full resolution; at a coarse level the network trained without them
-            if cache.level > 0:
-                name_channels(self.network.head, self.optimizer, marked, cache.train)
+        if marked is not None and cache.train is not None:
+            # the network trained as without strokes (its crop was seen whole): the head learns them at full resolution
+            name_channels(self.network.head, self.optimizer, marked, cache.train)
             head_history, stop_reason = self._train(
                 self.network.head, [cache.train], cfg, HEAD, max_iter, progress, marked
             )
@@ -125,7 +124,7 @@ class Segmenter:
         if whole:  # the head phase trains on the training level's features
             train_features = crop_features if level == 0 else self._features(prep, cfg)
             train_prep = replace(prep, image=train_features[None], scribbles=None, targets=None)
-        fitted = RefineCache(key, full.n_scribble_classes, level, train_prep, full, full_features)
+        fitted = RefineCache(key, level, train_prep, full, full_features)
         keep = train_prep is not None and RefineCache.fits(full_features, train_prep.image)
         self._cache = fitted if keep else None
         return fitted, history, stop_reason

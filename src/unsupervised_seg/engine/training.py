@@ -4,7 +4,8 @@ Phases:
 - NETWORK: every layer trains with BatchNorm batch statistics; for the first ``init_iter`` steps the
   targets are an initial clustering of the intensities, afterwards the network's own argmax (self-training).
 - HEAD: only the 1x1 clustering head trains, on cached eval-mode features (BatchNorm running statistics),
-  with the scribble loss on the strokes' full-resolution features (refinement, strokes after coarse training).
+  with the scribble loss on the strokes' full-resolution features (every fit with strokes of a crop the
+  network trained on whole, and every refinement).
 
 Stop rules, checked after every step: "min_labels" (the label count fell to the minimum from above, not
 while initialising), "converged" (fewer than ``convergence_tol`` of the ROI labels changed over the last
