@@ -101,6 +101,7 @@ def train(
     whole = all(p.roi.numel() <= cfg.max_voxels for p in preps)
     samplers = None if whole else [_sampler(p, cfg, device, steps_done) for p in preps]
     history: List[dict] = []
+    kept = None  # (head with strokes) the start labels, and where they are of a channel no stroke class names
     model.train(phase.batch_statistics)
     # one whole crop (a fit, a head phase on cached features): moved to the device once, not at every step
     resident = _batch(preps[0], None, device) if whole and len(preps) == 1 else None
@@ -114,8 +115,13 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         response = model(image)
         pseudo = response.detach().max(1).indices  # the argmax (first maximum); ~3x faster than argmax(1) on CPU
+        n_labels = int(torch.count_nonzero(torch.bincount(pseudo[roi])))  # bincount: no sort, unlike unique
+        if strokes is not None and kept is None:  # the head's start: the clusters no stroke names are kept as found
+            kept = pseudo.clone(), ~torch.isin(pseudo, torch.unique(strokes[1]) - 1)
+        # self-training moves only the stroked classes' voxels (else its continuity merges a small unstroked cluster)
+        own = pseudo if kept is None else torch.where(kept[1], kept[0], pseudo)
         initialising = targets is not None and it <= cfg.init_iter
-        parts = loss_fn(response, targets if initialising else pseudo, roi, scr)
+        parts = loss_fn(response, targets if initialising else own, roi, scr)
         if strokes is not None:
             parts["scribble"] = scribble_loss(model(strokes[0]), strokes[1])
             parts["loss"] = parts["loss"] + cfg.scr_weight * parts["scribble"]
@@ -124,7 +130,7 @@ def train(
         record: Dict[str, Any] = {
             "iteration": it,
             "phase": phase.name,
-            "n_labels": int(torch.count_nonzero(torch.bincount(pseudo[roi]))),  # bincount: no sort, unlike unique
+            "n_labels": n_labels,
             **{k: float(v.detach()) for k, v in parts.items()},
         }
         history.append(record)
