@@ -31,10 +31,11 @@ MULTI_GPU = str(CONFIGS / "multi_gpu_inference.json")
 TRAIN = str(CONFIGS / "train.json")
 MAX_ITER = 10
 IMAGES = ("mni_a", "mni_b", "mni_slab")
+BUNDLE_THREADS = 1  # the bundle's processes run with this many threads
 
 
 def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, OMP_NUM_THREADS=str(BUNDLE_THREADS), PYTHONWARNINGS="ignore")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
 
@@ -164,7 +165,7 @@ def test_inference_writes_engine_labels_on_input_grid(dataset, single_run):
             # flip, and a flipped voxel may send a stray cluster (< min_cluster_fraction of the ROI, between two
             # tissues) to the other tissue (1 thread against 2: up to 0.04 % of mni_b's voxels)
             threads = torch.get_num_threads()
-            torch.set_num_threads(1)
+            torch.set_num_threads(BUNDLE_THREADS)
             try:
                 expected = segment(_load_volume(source), dataset["scribbles"].get(name), mask, config).labels
             finally:
