@@ -25,6 +25,7 @@ DEFAULTS_2D = {
     "convergence_tol": 0.005,
     "foreground": "none",
     "upper_percentile": 99.5,
+    "head_shrink": 0.0,
 }
 DEFAULTS_2D_N_LABELS = {"init": "gmm", "init_iter": 100}  # 2D with n_labels set
 DEFAULTS_3D = {
@@ -38,6 +39,7 @@ DEFAULTS_3D = {
     "foreground": "auto",
     "convergence_tol": 0.005,
     "upper_percentile": 99.9,
+    "head_shrink": 0.0,
 }
 # reference_defaults=True: the reference code's settings (Kim, Kanezaki & Tanaka 2020, demo.py), in 2D and 3D:
 # 100 channels, random start, constant learning rate, full resolution, no convergence stop (max_iter or min_labels).
@@ -52,6 +54,7 @@ REFERENCE_DEFAULTS = {
     "convergence_tol": 0.0,
     "foreground": "none",
     "upper_percentile": 99.5,
+    "head_shrink": 0.0,
 }
 
 
@@ -87,6 +90,11 @@ class SegmentationConfig:
     min_cluster_fraction: float = 0.001
     convergence_tol: Optional[float] = None  # fraction of ROI voxels whose label may change ... (0: never)
     convergence_window: int = 10  # ... over this many iterations for the run to count as converged
+    # head phase (experimental, off by default): after the network (its crop seen whole) the clustering head
+    # self-trains on the cached features, with or without strokes, from the network's head every time, until it
+    # converges or a label has lost this share of its voxels at the phase's start (its continuity term erodes a
+    # thin class such as CSF or bone step by step; benchmarks/RESULTS.md). 0: no head phase without strokes
+    head_shrink: Optional[float] = None
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # the reference code's settings for every field left unset (REFERENCE_DEFAULTS) instead of the faster defaults
@@ -124,6 +132,8 @@ class SegmentationConfig:
             raise InputError(f"max_iter must be >= 1, got {self.max_iter}")
         if self.convergence_tol is not None and not 0 <= self.convergence_tol < 1:
             raise InputError(f"convergence_tol must be >= 0 and < 1, got {self.convergence_tol}")
+        if self.head_shrink is not None and not 0 <= self.head_shrink < 1:
+            raise InputError(f"head_shrink must be >= 0 and < 1, got {self.head_shrink}")
         if self.min_labels < 1:
             raise InputError(f"min_labels must be >= 1, got {self.min_labels}")
         if self.n_labels is not None and self.n_labels < 1:

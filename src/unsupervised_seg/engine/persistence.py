@@ -58,11 +58,14 @@ def cache_state(cache: Optional[RefineCache]) -> Optional[dict]:
         "train": _prepared_state(cache.train),
         "full": _prepared_state(cache.full),
         "full_features": cache.full_features,
+        "head_start": cache.head_start,
     }
 
 
 def cache_from_state(state: Optional[dict]) -> Optional[RefineCache]:
-    if state is None:
+    """The refinement cache of a model file; None if it has none (or one saved before head phases restarted:
+    a refit then retrains the network)."""
+    if state is None or "head_start" not in state:
         return None
     return RefineCache(
         state["key"],
@@ -70,6 +73,7 @@ def cache_from_state(state: Optional[dict]) -> Optional[RefineCache]:
         _prepared(state["train"]),
         _prepared(state["full"]),
         state["full_features"],
+        state["head_start"],
     )
 
 

@@ -16,7 +16,7 @@ class SegmentationResult:
                  k is label k; other clusters follow, ordered by mean intensity.
     n_labels:    number of distinct labels inside the ROI.
     iterations:  optimisation steps taken (0 for predict).
-    stop_reason: "min_labels", "converged", "max_iter" or "predict".
+    stop_reason: "min_labels", "converged", "shrank" (head_shrink), "max_iter" or "predict".
     history:     one dict per iteration: iteration, phase ("network", or "head" when only the clustering
                  head trains on cached features), loss, similarity, continuity, scribble, n_labels, and
                  level (number of halvings) when trained coarse to fine.

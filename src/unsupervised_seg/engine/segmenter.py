@@ -7,6 +7,7 @@ decides which phases run.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import replace
@@ -90,12 +91,8 @@ class Segmenter:
             roi = roi_or_foreground(volume, scribbles, mask, cfg.foreground)
             cache, history, stop_reason = self._fit_network(volume, scribbles, roi, cfg, max_iter, key, progress)
         marked = strokes(cache.full, cache.full_features, scribbles, volume.spatial_dims)
-        if marked is not None and cache.train is not None:
-            # the network trained as without strokes (its crop was seen whole): the head learns them at full resolution
-            name_channels(self.network.head, self.optimizer, marked, cache.train)
-            head_history, stop_reason = self._train(
-                self.network.head, [cache.train], cfg, HEAD, max_iter, progress, marked
-            )
+        if cache.train is not None and (marked is not None or cfg.head_shrink):
+            head_history, stop_reason = self._head_phase(cache, cfg, marked, max_iter, progress)
             history += head_history
         channels = self._channels(cache.full, cache.full_features)
         self.channel_to_label = self._assign(channels, cache.full, cfg, keep_labels)
@@ -105,6 +102,23 @@ class Segmenter:
         if progress:
             progress(Done(len(history), result.n_labels, stop_reason))
         return result
+
+    def _head_phase(self, cache: RefineCache, cfg: SegmentationConfig, marked, max_iter: int, progress):
+        """Train the clustering head on the cached training-level features; returns (history, stop_reason).
+
+        The network trained as without strokes (its crop was seen whole): the head learns them (``marked``) at
+        full resolution. With ``head_shrink`` it also self-trains without strokes until converged or a label
+        shrank, from the network's head every time (a refinement reruns the head phase: erosion does not compound).
+        """
+        start_labels = None
+        if cfg.head_shrink:
+            self.network.head.load_state_dict(cache.head_start["head"])
+            self.optimizer.load_state_dict(copy.deepcopy(cache.head_start["optimizer"]))  # SGD updates in place
+        if marked is not None:
+            name_channels(self.network.head, self.optimizer, marked, cache.train)
+        if cfg.head_shrink:  # the output labels at the start, for the "shrank" stop rule
+            start_labels = self._assign(self._channels(cache.full, cache.full_features), cache.full, cfg)
+        return self._train(self.network.head, [cache.train], cfg, HEAD, max_iter, progress, marked, start_labels)
 
     def _fit_network(self, volume: Volume, scribbles, mask, cfg: SegmentationConfig, max_iter: int, key: str, progress):
         """Train the whole network (coarse to fine) and compute its features at full resolution.
@@ -124,7 +138,8 @@ class Segmenter:
         if whole:  # the head phase trains on the training level's features
             train_features = crop_features if level == 0 else self._features(prep, cfg)
             train_prep = replace(prep, image=train_features[None], scribbles=None, targets=None)
-        fitted = RefineCache(key, level, train_prep, full, full_features)
+        head_start = copy.deepcopy({"head": self.network.head.state_dict(), "optimizer": self.optimizer.state_dict()})
+        fitted = RefineCache(key, level, train_prep, full, full_features, head_start)
         keep = train_prep is not None and RefineCache.fits(full_features, train_prep.image)
         self._cache = fitted if keep else None
         return fitted, history, stop_reason
@@ -167,10 +182,22 @@ class Segmenter:
             )
         return history
 
-    def _train(self, model, preps, cfg: SegmentationConfig, phase, max_iter: int, progress, marked=None):
-        """``training.train`` with this segmenter's optimiser, device and steps so far; the network's steps count."""
+    def _train(self, model, preps, cfg: SegmentationConfig, phase, max_iter: int, progress, marked=None, labels=None):
+        """``training.train`` with this segmenter's optimiser, device and steps so far; the network's steps count.
+        labels: (q,) the output label of each channel at the start (the head phase's "shrank" rule)."""
+        label_of_channel = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
         history, stop_reason = train(
-            model, self.optimizer, preps, cfg, phase, max_iter, self.device, self.iterations_done, progress, marked
+            model,
+            self.optimizer,
+            preps,
+            cfg,
+            phase,
+            max_iter,
+            self.device,
+            self.iterations_done,
+            progress,
+            marked,
+            label_of_channel,
         )
         self.iterations_done += len(history) if phase is NETWORK else 0
         return history, stop_reason

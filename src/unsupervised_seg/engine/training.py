@@ -8,7 +8,8 @@ Phases:
   network trained on whole, and every refinement).
 
 Stop rules, checked after every step: "min_labels" (the label count fell to the minimum from above, not
-while initialising), "converged" (fewer than ``convergence_tol`` of the ROI labels changed over the last
+while initialising), "shrank" (HEAD with ``head_shrink``: an output label lost that share of the voxels it had at
+the phase's start; the continuity term erodes a thin class step by step and never converges), "converged" (fewer than ``convergence_tol`` of the ROI labels changed over the last
 ``convergence_window`` steps), else "max_iter".
 """
 
@@ -45,6 +46,7 @@ class StopRules:
     def __init__(self, cfg: SegmentationConfig, min_labels: int, max_iter: int):
         self.cfg, self.min_labels, self.max_iter = cfg, min_labels, max_iter
         self.first_n_labels: Optional[int] = None
+        self.first_sizes: Optional[torch.Tensor] = None  # (L,) voxels of each output label at the first step
         self.snapshots: Dict[int, torch.Tensor] = {}  # image index -> its labels at the last check
         self.fraction = 0.0
 
@@ -52,6 +54,15 @@ class StopRules:
         if self.first_n_labels is None:
             self.first_n_labels = n_labels
         return n_labels <= self.min_labels < self.first_n_labels and not initialising
+
+    def shrank(self, sizes: torch.Tensor) -> bool:
+        """Whether a label has lost ``head_shrink`` of the voxels it had at the first step; sizes: (L,) voxels of
+        each output label. Labels under ``min_cluster_fraction`` of the ROI at the first step are not watched."""
+        if self.first_sizes is None:
+            self.first_sizes = sizes
+            return False
+        watched = self.first_sizes >= self.cfg.min_cluster_fraction * float(self.first_sizes.sum())
+        return bool((sizes[watched] < (1 - self.cfg.head_shrink) * self.first_sizes[watched]).any())
 
     def is_check(self, iteration: int) -> bool:
         """Convergence is checked every window, and at step 1 (the labels before any step, for warm starts)."""
@@ -84,6 +95,7 @@ def train(
     steps_done: int,
     progress: Optional[ProgressCallback] = None,
     strokes=None,
+    label_of_channel: Optional[torch.Tensor] = None,
 ) -> Tuple[List[dict], str]:
     """Run SGD steps of ``model`` in ``phase`` until a stop rule holds; returns (history, stop_reason).
 
@@ -91,6 +103,8 @@ def train(
     strokes (HEAD): (features (M, q, 1, 1[, 1]), classes (M, 1, 1[, 1])) of the full-resolution strokes.
     steps_done: the network's training steps before this run (the learning rate decays over them; a head
     phase decays on from where the network stopped, the same for every refinement).
+    label_of_channel (HEAD with ``head_shrink``): (q,) int64, the output label of each channel at the phase's
+    start; the "shrank" rule watches the label sizes it gives on the training crop.
     Below the voxel budget every step sees one whole crop, otherwise random patches.
     history: one dict per step: iteration, phase, n_labels, loss, similarity, continuity, scribble, and
     changed on the steps that check convergence.
@@ -102,6 +116,9 @@ def train(
     samplers = None if whole else [_sampler(p, cfg, device, steps_done) for p in preps]
     history: List[dict] = []
     kept = None  # (head with strokes) the start labels, and where they are of a channel no stroke class names
+    watch = label_of_channel is not None and bool(cfg.head_shrink) and whole and len(preps) == 1
+    label_of_channel = label_of_channel.to(device) if watch else None
+    n_out = int(label_of_channel.max()) + 1 if watch else 0
     model.train(phase.batch_statistics)
     # one whole crop (a fit, a head phase on cached features): moved to the device once, not at every step
     resident = _batch(preps[0], None, device) if whole and len(preps) == 1 else None
@@ -135,6 +152,8 @@ def train(
         }
         history.append(record)
         stop = "min_labels" if rules.fell_to_min_labels(record["n_labels"], initialising) else None
+        if stop is None and watch and rules.shrank(torch.bincount(label_of_channel[pseudo[roi]], minlength=n_out)):
+            stop = "shrank"
         if stop is None and rules.is_check(it):
             current = pseudo[roi].cpu() if whole else _probe_labels(model, samplers[index], device)
             model.train(phase.batch_statistics)
