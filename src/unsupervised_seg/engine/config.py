@@ -91,9 +91,10 @@ class SegmentationConfig:
     convergence_tol: Optional[float] = None  # fraction of ROI voxels whose label may change ... (0: never)
     convergence_window: int = 10  # ... over this many iterations for the run to count as converged
     # head phase (experimental, off by default): after the network (its crop seen whole) the clustering head
-    # self-trains on the cached features, with or without strokes, from the network's head every time, until it
+    # self-trains on the cached features also without strokes, from the network's head every time, until it
     # converges or a label has lost this share of its voxels at the phase's start (its continuity term erodes a
-    # thin class such as CSF or bone step by step; benchmarks/RESULTS.md). 0: no head phase without strokes
+    # thin class such as CSF or bone step by step; benchmarks/RESULTS.md); with strokes until it converges.
+    # 0: no head phase without strokes
     head_shrink: Optional[float] = None
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

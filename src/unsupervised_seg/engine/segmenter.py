@@ -108,7 +108,8 @@ class Segmenter:
 
         The network trained as without strokes (its crop was seen whole): the head learns them (``marked``) at
         full resolution. With ``head_shrink`` it also self-trains without strokes until converged or a label
-        shrank, from the network's head every time (a refinement reruns the head phase: erosion does not compound).
+        shrank (strokes stop it only by convergence: they say which boundary to keep), from the network's head
+        every time (a refinement reruns the head phase: erosion does not compound).
         """
         start_labels = None
         if cfg.head_shrink:
@@ -116,7 +117,7 @@ class Segmenter:
             self.optimizer.load_state_dict(copy.deepcopy(cache.head_start["optimizer"]))  # SGD updates in place
         if marked is not None:
             name_channels(self.network.head, self.optimizer, marked, cache.train)
-        if cfg.head_shrink:  # the output labels at the start, for the "shrank" stop rule
+        if cfg.head_shrink and marked is None:  # the output labels at the start, for the "shrank" stop rule
             start_labels = self._assign(self._channels(cache.full, cache.full_features), cache.full, cfg)
         return self._train(self.network.head, [cache.train], cfg, HEAD, max_iter, progress, marked, start_labels)
 
