@@ -107,18 +107,23 @@ class Segmenter:
         """Train the clustering head on the cached training-level features; returns (history, stop_reason).
 
         The network trained as without strokes (its crop was seen whole): the head learns them (``marked``) at
-        full resolution. With ``head_shrink`` it also self-trains without strokes until converged or a label
-        shrank (strokes stop it only by convergence: they say which boundary to keep), from the network's head
-        every time (a refinement reruns the head phase: erosion does not compound).
+        full resolution until it converges, and a refinement goes on from the head it left. With ``head_shrink``
+        and no strokes the head self-trains after the network until converged or a label shrank; strokes drawn
+        later start from the network's head again (``cache.head_start``), so a refit equals a fresh fit.
         """
         start_labels = None
-        if cfg.head_shrink:
-            self.network.head.load_state_dict(cache.head_start["head"])
-            self.optimizer.load_state_dict(copy.deepcopy(cache.head_start["optimizer"]))  # SGD updates in place
-        if marked is not None:
-            name_channels(self.network.head, self.optimizer, marked, cache.train)
-        if cfg.head_shrink and marked is None:  # the output labels at the start, for the "shrank" stop rule
+        if marked is None:  # stroke-free (head_shrink): the output labels at the start, for the "shrank" rule
+            cache.head_start = copy.deepcopy(
+                {"head": self.network.head.state_dict(), "optimizer": self.optimizer.state_dict()}
+            )
             start_labels = self._assign(self._channels(cache.full, cache.full_features), cache.full, cfg)
+        else:
+            if cache.head_start is not None:
+                self.network.head.load_state_dict(cache.head_start["head"])
+                self.optimizer.load_state_dict(cache.head_start["optimizer"])
+                if self._cache is not None:
+                    self._cache.head_start = None  # a refinement goes on from this phase's head
+            name_channels(self.network.head, self.optimizer, marked, cache.train)
         return self._train(self.network.head, [cache.train], cfg, HEAD, max_iter, progress, marked, start_labels)
 
     def _fit_network(self, volume: Volume, scribbles, mask, cfg: SegmentationConfig, max_iter: int, key: str, progress):
@@ -139,8 +144,7 @@ class Segmenter:
         if whole:  # the head phase trains on the training level's features
             train_features = crop_features if level == 0 else self._features(prep, cfg)
             train_prep = replace(prep, image=train_features[None], scribbles=None, targets=None)
-        head_start = copy.deepcopy({"head": self.network.head.state_dict(), "optimizer": self.optimizer.state_dict()})
-        fitted = RefineCache(key, level, train_prep, full, full_features, head_start)
+        fitted = RefineCache(key, level, train_prep, full, full_features, None)
         keep = train_prep is not None and RefineCache.fits(full_features, train_prep.image)
         self._cache = fitted if keep else None
         return fitted, history, stop_reason
