@@ -119,18 +119,22 @@ def test_a_read_only_output_folder_fails_before_the_fit(cli, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- 6. progress to 100 %
-def test_json_progress_fraction_never_decreases_and_reaches_1_when_the_run_converges(cli, crop, tmp_path):
+def test_json_progress_fraction_never_decreases_and_reaches_1_when_each_phase_converges(cli, crop, tmp_path):
     # --min-labels 1: the run ends by convergence, not by falling to the minimum label count
     proc = cli.run("segment", crop, "-o", tmp_path / "labels.nii.gz", "--min-labels", "1", "--progress", "json")
     assert proc.returncode == 0, proc.stderr
     events = json_events(proc)
     fits = [e for e in events if e["stage"] == "fit"]
     done = next(e for e in events if e["stage"] == "done")
-    assert done["stop_reason"] == "converged" and len(fits) < fits[0]["max_iter"], done
-    fractions = [e["fraction"] for e in fits]
-    assert all(0 <= f <= 1 for f in fractions)
-    assert all(b >= a for a, b in zip(fractions, fractions[1:])), fractions
-    assert fractions[-1] == 1.0 and fractions[-2] < 1.0  # 100 % exactly when it ends, not before
+    # the network, then (3D, no strokes) its clustering head until a label shrank: one progress bar each
+    assert [e["phase"] for e in fits] == sorted((e["phase"] for e in fits), reverse=True)
+    assert {e["phase"] for e in fits} == {"network", "head"}
+    assert done["stop_reason"] in ("converged", "shrank") and len(fits) < fits[0]["max_iter"], done
+    for phase in ("network", "head"):
+        fractions = [e["fraction"] for e in fits if e["phase"] == phase]
+        assert all(0 <= f <= 1 for f in fractions)
+        assert all(b >= a for a, b in zip(fractions, fractions[1:])), (phase, fractions)
+        assert fractions[-1] == 1.0 and fractions[-2] < 1.0  # 100 % exactly when it ends, not before
     assert {e["tolerance"] for e in fits} == {0.005}
     assert any(e.get("changed") is not None for e in fits)  # the convergence measure is reported
     last_fit = max(i for i, e in enumerate(events) if e["stage"] == "fit")

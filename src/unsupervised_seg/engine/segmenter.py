@@ -91,8 +91,11 @@ class Segmenter:
             roi = roi_or_foreground(volume, scribbles, mask, cfg.foreground)
             cache, history, stop_reason = self._fit_network(volume, scribbles, roi, cfg, max_iter, key, progress)
         marked = strokes(cache.full, cache.full_features, scribbles, volume.spatial_dims)
-        if cache.train is not None and (marked is not None or cfg.head_shrink):
-            head_history, stop_reason = self._head_phase(cache, cfg, marked, max_iter, progress)
+        # without strokes the head phase takes the steps the network left (max_iter counts both); a frame of a
+        # sequence keeps the network's labels
+        head_steps = max_iter if marked is not None else 0 if keep_labels else max_iter - len(history)
+        if cache.train is not None and (marked is not None or cfg.head_shrink) and head_steps > 0:
+            head_history, stop_reason = self._head_phase(cache, cfg, marked, head_steps, progress)
             history += head_history
         channels = self._channels(cache.full, cache.full_features)
         self.channel_to_label = self._assign(channels, cache.full, cfg, keep_labels)
