@@ -91,10 +91,13 @@ class Segmenter:
             roi = roi_or_foreground(volume, scribbles, mask, cfg.foreground)
             cache, history, stop_reason = self._fit_network(volume, scribbles, roi, cfg, max_iter, key, progress)
         marked = strokes(cache.full, cache.full_features, scribbles, volume.spatial_dims)
-        # without strokes the head phase takes the steps the network left (max_iter counts both); a frame of a
-        # sequence keeps the network's labels
-        head_steps = max_iter if marked is not None else 0 if keep_labels else max_iter - len(history)
-        if cache.train is not None and (marked is not None or cfg.head_shrink) and head_steps > 0:
+        if marked is not None:
+            head_steps = max_iter
+        elif cfg.head_shrink and not keep_labels:  # the steps the network left (a sequence frame keeps its labels)
+            head_steps = max_iter - len(history)
+        else:
+            head_steps = 0
+        if cache.train is not None and head_steps > 0:
             head_history, stop_reason = self._head_phase(cache, cfg, marked, head_steps, progress)
             history += head_history
         channels = self._channels(cache.full, cache.full_features)
@@ -114,20 +117,19 @@ class Segmenter:
         and no strokes the head self-trains after the network until converged or a label shrank; strokes drawn
         later start from the network's head again (``cache.head_start``), so a refit equals a fresh fit.
         """
-        start_labels = None
         if marked is None:  # stroke-free (head_shrink): the output labels at the start, for the "shrank" rule
             cache.head_start = copy.deepcopy(
                 {"head": self.network.head.state_dict(), "optimizer": self.optimizer.state_dict()}
             )
             start_labels = self._assign(self._channels(cache.full, cache.full_features), cache.full, cfg)
-        else:
-            if cache.head_start is not None:
-                self.network.head.load_state_dict(cache.head_start["head"])
-                self.optimizer.load_state_dict(cache.head_start["optimizer"])
-                if self._cache is not None:
-                    self._cache.head_start = None  # a refinement goes on from this phase's head
-            name_channels(self.network.head, self.optimizer, marked, cache.train)
-        return self._train(self.network.head, [cache.train], cfg, HEAD, max_iter, progress, marked, start_labels)
+            return self._train(self.network.head, [cache.train], cfg, HEAD, max_iter, progress, None, start_labels)
+        if cache.head_start is not None:  # strokes after a stroke-free head phase: from the network's head
+            self.network.head.load_state_dict(cache.head_start["head"])
+            self.optimizer.load_state_dict(cache.head_start["optimizer"])
+            if self._cache is not None:
+                self._cache.head_start = None  # a refinement goes on from this phase's head
+        name_channels(self.network.head, self.optimizer, marked, cache.train)
+        return self._train(self.network.head, [cache.train], cfg, HEAD, max_iter, progress, marked)
 
     def _fit_network(self, volume: Volume, scribbles, mask, cfg: SegmentationConfig, max_iter: int, key: str, progress):
         """Train the whole network (coarse to fine) and compute its features at full resolution.
