@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from unsupervised_seg import ClusteringNet
-from unsupervised_seg.engine.network import kernel_size
+from unsupervised_seg.engine.network import PointwiseConv, kernel_size
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -17,14 +17,31 @@ def test_shapes_and_layers(dims):
     conv = nn.Conv2d if dims == 2 else nn.Conv3d
     norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
     kinds = [type(m) for m in net.features] + [type(m) for m in net.head]
-    assert kinds == [conv, nn.ReLU, norm, conv, nn.ReLU, norm, conv, norm]
+    assert kinds == [conv, nn.ReLU, norm, conv, nn.ReLU, norm, PointwiseConv, norm]
     assert net.features[0].kernel_size == (3,) * dims and net.features[0].in_channels == 3
-    assert net.features[3].in_channels == 10 and net.head[0].kernel_size == (1,) * dims
+    assert net.features[3].in_channels == 10 and net.head[0].weight.shape == (10, 10) + (1,) * dims
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_pointwise_head_is_a_kernel_1_convolution(dims):
+    """The head's matrix product computes what a convolution of kernel 1 with its parameters computes, from the
+    same initial values (a seed gives the same network as before, and older model files load)."""
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    torch.manual_seed(0)
+    reference = conv(6, 4, 1)
+    torch.manual_seed(0)
+    pointwise = PointwiseConv(dims, 6, 4)
+    assert torch.equal(pointwise.weight, reference.weight) and torch.equal(pointwise.bias, reference.bias)
+    assert set(pointwise.state_dict()) == set(reference.state_dict())
+    x = torch.randn((3, 6) + (5,) * dims)
+    assert torch.allclose(pointwise(x), reference(x), atol=1e-6)
+    one_voxel = x[:, :, :1, :1] if dims == 2 else x[:, :, :1, :1, :1]  # the head on stroke features
+    assert torch.allclose(pointwise(one_voxel), reference(one_voxel), atol=1e-6)
 
 
 def test_n_conv_and_rebuild_from_hyper_parameters():
     net = ClusteringNet(3, 1, n_clusters=4, n_conv=3)
-    assert sum(isinstance(m, nn.Conv3d) for m in net.modules()) == 4
+    assert sum(isinstance(m, nn.Conv3d) for m in net.modules()) == 3 and isinstance(net.head[0], PointwiseConv)
     again = ClusteringNet(**net.hyper_parameters())
     again.load_state_dict(net.state_dict())
     x = torch.rand(1, 1, 5, 5, 5)

@@ -23,6 +23,25 @@ def kernel_size(spacing: Sequence[float]) -> Tuple[int, ...]:
     return tuple(1 if s > ANISOTROPY_RATIO * finest else 3 for s in spacing)
 
 
+class PointwiseConv(nn.Module):
+    """A convolution of kernel 1 (the clustering head's linear map of each voxel's features), computed as one
+    matrix product over the voxels: the same parameters (weight (out, in, 1, ...), bias (out,)), initial values
+    and results as MONAI's ``Conv`` of kernel 1, in about two thirds of its time for forward and backward on the
+    CPU (a chest CT refinement, head steps only: 10.2 s -> 8.5 s; benchmarks/RESULTS.md).
+
+    forward: (B, in, *spatial) -> (B, out, *spatial).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int):
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, 1)  # its initialisation, and its names
+        self.weight, self.bias = conv.weight, conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.matmul(self.weight.flatten(1), x.flatten(2)) + self.bias[:, None]
+        return out.view(x.shape[0], -1, *x.shape[2:])
+
+
 class ClusteringNet(nn.Module):
     """Feature extractor + differentiable clustering head.
 
@@ -63,7 +82,7 @@ class ClusteringNet(nn.Module):
                 norm(n_clusters),
             ]
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Sequential(conv(n_clusters, n_clusters, 1), norm(n_clusters))
+        self.head = nn.Sequential(PointwiseConv(spatial_dims, n_clusters, n_clusters), norm(n_clusters))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
