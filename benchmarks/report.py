@@ -459,8 +459,65 @@ def write_devset_report(
                 f"{'' if base is None else f'{base:.3f}'} | {margin} | {kept} | {missing} | {per_class} | "
                 f"{_refinement_cell(eng)} |"
             )
+        checks = devset_acceptance(run)
+        if checks:
+            out += ["", "### Issue 12's acceptance in this run", ""] + checks
         total = sum(r.get("process_seconds", 0) for e in cases.values() for r in e["methods"].values())
         out += ["", f"Total child-process time: {total / 60:.1f} min.", ""]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(out) + "\n")
     os.replace(tmp, path)
+
+
+def _count(name: str, failures: list, total: int) -> str:
+    """'- name: 14 of 15 (not: a, b)'."""
+    failed = f" (not: {', '.join(failures)})" if failures else ""
+    return f"- {name}: {total - len(failures)} of {total}{failed}"
+
+
+def devset_acceptance(run: dict) -> list:
+    """Lines counting the cases of one development-set run that meet issue 12's criteria (only those whose
+    methods ran): engine >= best classical (unsupervised); with strokes engine >= Grow from seeds and >= its own
+    unsupervised result on the same volume, every stroked class present, >= 99 % of stroked voxels kept;
+    refinement <= 15 % of the first fit's time; MNI152 2 mm >= 0.89 in <= 60 s; the sample without a mask
+    >= 0.85."""
+    classical = ("kmeans", "gmm", "otsu", "atropos")
+    ok = {
+        name: {m: r for m, r in entry["methods"].items() if r.get("status") == "ok"}
+        for name, entry in run["cases"].items()
+    }
+    lines = []
+    unsup = {n: m for n, m in ok.items() if not run["cases"][n]["scribbled_voxels"] and ENGINE in m}
+    beaten = [
+        n for n, m in unsup.items() if any(m[ENGINE]["dice_mean"] < m[c]["dice_mean"] for c in classical if c in m)
+    ]
+    if any(c in m for m in unsup.values() for c in classical):
+        lines.append(_count("unsupervised, engine >= best classical", beaten, len(unsup)))
+    stroked = {n: m for n, m in ok.items() if run["cases"][n]["scribbled_voxels"] and ENGINE in m}
+    if any("growcut" in m for m in stroked.values()):
+        below = [n for n, m in stroked.items() if "growcut" in m and m[ENGINE]["dice_mean"] < m["growcut"]["dice_mean"]]
+        lines.append(_count("strokes, engine >= Grow from seeds", below, len(stroked)))
+    own = {n: unsup.get(n[: n.rindex("_")], {}).get(ENGINE) for n in stroked}
+    if any(own.values()):
+        below = [n for n, r in own.items() if r and stroked[n][ENGINE]["dice_mean"] < r["dice_mean"]]
+        lines.append(_count("strokes, engine >= its own unsupervised result", below, sum(map(bool, own.values()))))
+    if stroked:
+        missing = [n for n, m in stroked.items() if m[ENGINE].get("stroked_classes_missing")]
+        lines.append(_count("strokes, every stroked class present", missing, len(stroked)))
+        lost = [n for n, m in stroked.items() if m[ENGINE].get("stroked_kept", 1.0) < 0.99]
+        lines.append(_count("strokes, >= 99 % of stroked voxels kept", lost, len(stroked)))
+    refined = {n: m[ENGINE]["refinement"] for n, m in stroked.items() if "refinement" in m[ENGINE]}
+    if refined:
+        slow = [f"{n} {r['time_ratio']:.1%}" for n, r in refined.items() if r["time_ratio"] > 0.15]
+        lines.append(_count("refinement <= 15 % of the first fit's time", slow, len(refined)))
+    mni = ok.get("mni2mm", {}).get(ENGINE)
+    if mni:
+        met = mni["dice_mean"] >= 0.89 and mni["seconds"] <= 60
+        lines.append(
+            f"- mni2mm: {mni['dice_mean']:.3f} in {mni['seconds']:.1f} s (>= 0.89 in <= 60 s): {'met' if met else 'NOT met'}"
+        )
+    sample = ok.get("mni2mm_nomask", {}).get(ENGINE)
+    if sample:
+        met = sample["dice_mean"] >= 0.85
+        lines.append(f"- the sample without a mask: {sample['dice_mean']:.3f} (>= 0.85): {'met' if met else 'NOT met'}")
+    return lines

@@ -265,7 +265,20 @@ def main(argv=None) -> int:
         "more than a fit; peak RSS is then the whole run's, peak GPU memory is still per fit; no --timeout)",
     )
     parser.add_argument("--build-only", action="store_true", help="build the cases into --case-dir, run nothing")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: rewrite the Markdown beside JSON (DEVSET_RESULTS.md with --devset, else RESULTS.md)",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        from report import write_devset_report, write_results
+
+        report = args.report.parent / ("DEVSET_RESULTS.md" if args.devset else "RESULTS.md")
+        (write_devset_report if args.devset else write_results)(json.loads(args.report.read_text()), report)
+        print(f"wrote {report}")
+        return 0
     if args.build_only and not args.case_dir:
         parser.error("--build-only needs --case-dir")
 

@@ -161,3 +161,44 @@ def test_devset_report_shows_gpu_memory_and_refinement():
     assert _dice_cell({"status": "ok", "dice_mean": 0.9, "seconds": 25.2}) == "0.900 (25 s)"
     refined = {"refinement": {"time_ratio": 0.352, "seconds": 1.58, "dice": 0.825}}
     assert _refinement_cell(refined) == "35.2% (1.6 s), Dice 0.825"
+
+
+def test_devset_acceptance_counts_each_criterion_and_names_the_cases_that_miss_it():
+    from report import devset_acceptance
+
+    def ok(dice, seconds=10.0, **extra):
+        return {"status": "ok", "dice_mean": dice, "seconds": seconds, **extra}
+
+    strokes = {"stroked_kept": 1.0, "stroked_classes_missing": []}
+    run = {
+        "cases": {
+            "mni2mm": {"scribbled_voxels": 0, "methods": {"engine": ok(0.90, 70.0), "gmm": ok(0.87), "otsu": ok(0.80)}},
+            "ct": {"scribbled_voxels": 0, "methods": {"engine": ok(0.90), "atropos": ok(0.98)}},
+            "ct_painted": {
+                "scribbled_voxels": 9,
+                "methods": {
+                    "engine": ok(0.89, refinement={"time_ratio": 0.2}, **strokes),
+                    "growcut": ok(0.85),
+                },
+            },
+            "mni2mm_sparse": {
+                "scribbled_voxels": 9,
+                "methods": {
+                    "engine": ok(
+                        0.92, refinement={"time_ratio": 0.1}, stroked_kept=0.98, stroked_classes_missing=["CSF"]
+                    ),
+                    "growcut": ok(0.93),
+                },
+            },
+        }
+    }
+    lines = devset_acceptance(run)
+    assert lines == [
+        "- unsupervised, engine >= best classical: 1 of 2 (not: ct)",
+        "- strokes, engine >= Grow from seeds: 1 of 2 (not: mni2mm_sparse)",
+        "- strokes, engine >= its own unsupervised result: 1 of 2 (not: ct_painted)",
+        "- strokes, every stroked class present: 1 of 2 (not: mni2mm_sparse)",
+        "- strokes, >= 99 % of stroked voxels kept: 1 of 2 (not: mni2mm_sparse)",
+        "- refinement <= 15 % of the first fit's time: 1 of 2 (not: ct_painted 20.0%)",
+        "- mni2mm: 0.900 in 70.0 s (>= 0.89 in <= 60 s): NOT met",
+    ]
