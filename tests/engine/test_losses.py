@@ -90,10 +90,15 @@ def test_continuity_gradient_is_the_autograd_one():
     torch.manual_seed(0)
     r = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     spacing = (1.0, 2.0, 3.0)
-    continuity_loss(r, spacing).backward()
+    value = continuity_loss(r, spacing)
+    value.backward()
     reference = r.detach().clone().requires_grad_()
-    sum(min(spacing) / s * torch.diff(reference, dim=a + 2).abs().mean() for a, s in enumerate(spacing)).backward()
+    expected = sum(min(spacing) / s * torch.diff(reference, dim=a + 2).abs().mean() for a, s in enumerate(spacing))
+    expected.backward()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
     assert torch.allclose(r.grad, reference.grad, atol=1e-12)
+    permuted = r.detach().permute(0, 1, 4, 3, 2)  # not contiguous: the same value as its contiguous copy
+    assert continuity_loss(permuted).item() == pytest.approx(continuity_loss(permuted.contiguous()).item(), rel=1e-12)
     assert torch.autograd.gradcheck(lambda x: continuity_loss(x, spacing), (r.detach().clone().requires_grad_(),))
 
 

@@ -35,6 +35,11 @@ def test_pointwise_head_is_a_kernel_1_convolution(dims):
     assert set(pointwise.state_dict()) == set(reference.state_dict())
     x = torch.randn((3, 6) + (5,) * dims)
     assert torch.allclose(pointwise(x), reference(x), atol=1e-6)
+    upstream = torch.randn((3, 4) + (5,) * dims)  # the same gradients reach the parameters
+    (pointwise(x) * upstream).sum().backward()
+    (reference(x) * upstream).sum().backward()
+    assert torch.allclose(pointwise.weight.grad, reference.weight.grad, atol=1e-5)
+    assert torch.allclose(pointwise.bias.grad, reference.bias.grad, atol=1e-5)
     one_voxel = x[:, :, :1, :1] if dims == 2 else x[:, :, :1, :1, :1]  # the head on stroke features
     assert torch.allclose(pointwise(one_voxel), reference(one_voxel), atol=1e-6)
 

@@ -28,35 +28,29 @@ def similarity_loss(
 
 
 class _WeightedMeanAbsDiffs(torch.autograd.Function):
-    """sum over spatial axes a of weights[a] * mean |r[i+1] - r[i]| along a, with a hand-written backward that
-    fills one gradient tensor for all axes: the same values and gradients as summing
-    ``torch.diff(r, dim=a).abs().mean()`` in about 60 % of the time (it is the most expensive part of a training
-    step after the convolutions, and of a head step the most expensive of all)."""
+    """sum over spatial axes a of weights[a] * mean |r[i+1] - r[i]| along a, with the same values and gradients as
+    summing ``torch.diff(r, dim=a).abs().mean()``. The loss is linear in the signs s of the differences, so its
+    gradient g is filled in the forward pass (s[i - 1] - s[i] per axis, weighted) and the loss is the dot product
+    of g and r (sum_i s[i] * (r[i+1] - r[i]) = sum_i |r[i+1] - r[i]|); the backward only scales g. On a chest
+    CT's (1, 32, 34, 99, 128) response, forward and backward take 0.26 s where saving the signs for the backward
+    took 0.45 s (2 CPU threads; benchmarks/RESULTS.md): a head step's most expensive part."""
 
     @staticmethod
     def forward(ctx, response: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
-        total = response.new_zeros(())
-        signs = []
+        grad = torch.zeros_like(response, memory_format=torch.contiguous_format)  # d loss / d response
         for axis, weight in enumerate(weights, start=2):
-            diff = torch.diff(response, dim=axis)
-            total = total + weight * diff.abs().mean()
-            signs.append(diff.sign_())
-        ctx.save_for_backward(*signs)
-        ctx.weights = tuple(weights)
-        return total
+            n = response.shape[axis] - 1
+            sign = torch.sub(response.narrow(axis, 1, n), response.narrow(axis, 0, n)).sign_()
+            scale = weight / sign.numel()
+            grad.narrow(axis, 1, n).add_(sign, alpha=scale)  # d/dr[i+1] of |r[i+1] - r[i]|
+            grad.narrow(axis, 0, n).sub_(sign, alpha=scale)  # d/dr[i]
+        ctx.save_for_backward(grad)
+        return torch.dot(grad.reshape(-1), response.reshape(-1))
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        signs = ctx.saved_tensors
-        shape = list(signs[0].shape)
-        shape[2] += 1
-        grad = signs[0].new_zeros(shape)
-        for axis, (sign, weight) in enumerate(zip(signs, ctx.weights), start=2):
-            step = sign * (grad_output * weight / sign.numel())
-            n = step.shape[axis]
-            grad.narrow(axis, 1, n).add_(step)  # d/dr[i+1] of |r[i+1] - r[i]|
-            grad.narrow(axis, 0, n).sub_(step)  # d/dr[i]
-        return grad, None
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output, None
 
 
 def continuity_loss(response: torch.Tensor, spacing: Optional[Sequence[float]] = None) -> torch.Tensor:

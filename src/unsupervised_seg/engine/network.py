@@ -38,7 +38,8 @@ class PointwiseConv(nn.Module):
         self.weight, self.bias = conv.weight, conv.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.matmul(self.weight.flatten(1), x.flatten(2)) + self.bias[:, None]
+        weight = self.weight.flatten(1).expand(x.shape[0], -1, -1)
+        out = torch.baddbmm(self.bias[None, :, None], weight, x.flatten(2))  # the bias added inside the product
         return out.view(x.shape[0], -1, *x.shape[2:])
 
 

@@ -22,7 +22,7 @@ from ..core.scribbles import scribble_classes, validate_scribbles
 from ..core.volume import Volume, validate_mask, validate_volume
 from . import persistence, predict
 from .config import SegmentationConfig
-from .device import import_dynamo_quietly, is_available, resolve_device
+from .device import import_dynamo_quietly, is_available, resolve_device, reuse_freed_host_memory
 from .foreground import roi_or_foreground
 from .labels import assign_labels
 from .network import ClusteringNet, kernel_size
@@ -49,6 +49,8 @@ class Segmenter:
         config = config or SegmentationConfig()
         self.config = config.replace(**overrides) if overrides else config
         self.device = resolve_device(self.config.device)
+        if self.device.type == "cpu":
+            reuse_freed_host_memory()
         import_dynamo_quietly()  # before the first optimiser (see device.py): no torch cache folder left behind
         self.network: Optional[ClusteringNet] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
