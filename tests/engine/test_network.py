@@ -42,6 +42,12 @@ def test_pointwise_head_is_a_kernel_1_convolution(dims):
     assert torch.allclose(pointwise.bias.grad, reference.bias.grad, atol=1e-5)
     one_voxel = x[:, :, :1, :1] if dims == 2 else x[:, :, :1, :1, :1]  # the head on stroke features
     assert torch.allclose(pointwise(one_voxel), reference(one_voxel), atol=1e-6)
+    upstream = torch.randn((3, 4) + (1,) * dims)
+    for module in (pointwise, reference):
+        module.zero_grad()
+        (module(one_voxel) * upstream).sum().backward()
+    assert torch.allclose(pointwise.weight.grad, reference.weight.grad, atol=1e-5)
+    assert torch.allclose(pointwise.bias.grad, reference.bias.grad, atol=1e-5)
 
 
 def test_n_conv_and_rebuild_from_hyper_parameters():

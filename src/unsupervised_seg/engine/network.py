@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Norm
 from torch import nn
 
@@ -38,8 +39,11 @@ class PointwiseConv(nn.Module):
         self.weight, self.bias = conv.weight, conv.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.flatten(1).expand(x.shape[0], -1, -1)
-        out = torch.baddbmm(self.bias[None, :, None], weight, x.flatten(2))  # the bias added inside the product
+        weight = self.weight.flatten(1)
+        if x[0, 0].numel() == 1:  # one voxel per image (the strokes' features): one product over the batch
+            return F.linear(x.flatten(1), weight, self.bias).view(x.shape[0], -1, *x.shape[2:])
+        batch = weight.expand(x.shape[0], -1, -1)
+        out = torch.baddbmm(self.bias[None, :, None], batch, x.flatten(2))  # the bias added inside the product
         return out.view(x.shape[0], -1, *x.shape[2:])
 
 
