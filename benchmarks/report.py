@@ -17,6 +17,7 @@ METHOD_COLOURS = {
     "growcut": "#8c564b",
     "random_walker": "#e377c2",
 }
+CLASSICAL = ("kmeans", "gmm", "otsu", "atropos")  # the unsupervised baselines the engine is judged against
 LABEL_COLOURS = ["black", "blue", "orange", "green", "red", "purple", "brown"]
 # RESULTS.md: what other scripts (reference_mode.py) append goes below this line, and write_results keeps it.
 KEPT_MARKER = "<!-- measurements appended by other scripts: benchmarks/run.py keeps everything below this line -->"
@@ -229,10 +230,9 @@ def _acceptance(run: dict) -> list:
         best = max(scored, key=scored.get)
         return entry["methods"][ENGINE], best, scored[best]
 
-    classical = ("kmeans", "gmm", "otsu", "atropos")
     margins = {}
     for name in ("mni2mm", "mni2mm_noisy"):
-        got = engine_and_best(name, classical)
+        got = engine_and_best(name, CLASSICAL)
         if got:
             eng, best, dice = got
             margins[name] = eng["dice_mean"] - dice
@@ -361,7 +361,6 @@ def write_devset_report(
 ) -> None:
     """DEVSET_RESULTS.md from devset_results.json ({"cpu": run, "cuda": run}): the set, then unsupervised and
     stroke tables per run. Runs of the engine alone (a GPU run) leave the baselines' cells empty."""
-    classical = ("kmeans", "gmm", "otsu", "atropos")
     out = [
         f"# {title}",
         "",
@@ -418,7 +417,7 @@ def write_devset_report(
             if entry["scribbled_voxels"]:
                 continue
             methods = entry["methods"]
-            scored = {k: methods[k]["dice_mean"] for k in classical if methods.get(k, {}).get("status") == "ok"}
+            scored = {k: methods[k]["dice_mean"] for k in CLASSICAL if methods.get(k, {}).get("status") == "ok"}
             best = max(scored, key=scored.get) if scored else None
             eng = methods.get(ENGINE, {})
             unsup[name] = eng.get("dice_mean")
@@ -426,7 +425,7 @@ def write_devset_report(
             per_class = ", ".join(f"{c} {v:.2f}" for c, v in eng.get("dice_per_class", {}).items())
             out.append(
                 f"| {name} | {'yes' if entry.get('mask_given', True) else 'no'} | "
-                + " | ".join(_dice_cell(methods.get(k)) for k in (ENGINE,) + classical)
+                + " | ".join(_dice_cell(methods.get(k)) for k in (ENGINE,) + CLASSICAL)
                 + f" | {f'{best} {scored[best]:.3f}' if best else ''} | {margin} | {per_class} |"
             )
         out += [
@@ -481,7 +480,6 @@ def devset_acceptance(run: dict) -> list:
     unsupervised result on the same volume, every stroked class present, >= 99 % of stroked voxels kept;
     refinement <= 15 % of the first fit's time; MNI152 2 mm >= 0.89 in <= 60 s; the sample without a mask
     >= 0.85."""
-    classical = ("kmeans", "gmm", "otsu", "atropos")
     ok = {
         name: {m: r for m, r in entry["methods"].items() if r.get("status") == "ok"}
         for name, entry in run["cases"].items()
@@ -489,9 +487,9 @@ def devset_acceptance(run: dict) -> list:
     lines = []
     unsup = {n: m for n, m in ok.items() if not run["cases"][n]["scribbled_voxels"] and ENGINE in m}
     beaten = [
-        n for n, m in unsup.items() if any(m[ENGINE]["dice_mean"] < m[c]["dice_mean"] for c in classical if c in m)
+        n for n, m in unsup.items() if any(m[ENGINE]["dice_mean"] < m[c]["dice_mean"] for c in CLASSICAL if c in m)
     ]
-    if any(c in m for m in unsup.values() for c in classical):
+    if any(c in m for m in unsup.values() for c in CLASSICAL):
         lines.append(_count("unsupervised, engine >= best classical", beaten, len(unsup)))
     stroked = {n: m for n, m in ok.items() if run["cases"][n]["scribbled_voxels"] and ENGINE in m}
     if any("growcut" in m for m in stroked.values()):

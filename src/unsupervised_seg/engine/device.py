@@ -4,6 +4,7 @@ reused between steps."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 M_MMAP_MAX = -4  # glibc mallopt parameter: how many blocks malloc may serve by mmap at once
 
 
+@functools.cache  # once per process: the setting is process-wide, and libc_ver reads the interpreter's file
 def reuse_freed_host_memory() -> bool:
     """Have glibc's malloc serve every block from its heap (``mallopt(M_MMAP_MAX, 0)``) so that the memory of a
     freed tensor is reused by the next one. By default each block above 32 MB is mapped at malloc and unmapped at
