@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unsupervised_seg import Segmenter
+from unsupervised_seg import SegmentationConfig, Segmenter
 from unsupervised_seg.demo.simulated_scribbles import scribbles_from_truth
 from unsupervised_seg.engine.losses import scribble_loss
 
@@ -28,6 +28,23 @@ def test_scribble_loss_weighs_every_class_alike_and_counts_only_wrong_voxels():
     right = response.clone()
     right[:, :2] += 100 * F.one_hot((scribbles - 1).clamp_min(0), 4).movedim(-1, 1)[:, :2]
     assert float(scribble_loss(right, scribbles)) == 0.0
+
+
+def test_a_class_stroked_on_a_few_voxels_counts_as_min_voxels():
+    """A 3-voxel stroke weighs each of its wrong voxels 1/25 (min_voxels, the default scr_min_voxels), not 1/3: on
+    a chest CT one wrong bone voxel at 302 HU otherwise moved ~5 k soft-tissue voxels into bone."""
+    torch.manual_seed(1)
+    response = torch.randn(1, 3, 103)
+    scribbles = torch.zeros(1, 103, dtype=torch.long)
+    scribbles[0, :100] = 1
+    scribbles[0, 100:] = 2
+    per_voxel = F.cross_entropy(response[0].T, (scribbles[0] - 1), reduction="none")
+    wrong = (response[0].argmax(0) != scribbles[0] - 1).float()
+    assert 0 < int(wrong[100:].sum()) and 0 < int(wrong[:100].sum())
+    loss = [((per_voxel * wrong)[:100].sum() / 100 + (per_voxel * wrong)[100:].sum() / n) / 2 for n in (3, 25)]
+    assert float(scribble_loss(response, scribbles)) == pytest.approx(float(loss[0]), rel=1e-5)
+    assert float(scribble_loss(response, scribbles, min_voxels=25)) == pytest.approx(float(loss[1]), rel=1e-5)
+    assert SegmentationConfig().scr_min_voxels == 25
 
 
 def test_stroked_voxels_keep_their_class_and_every_stroked_class_is_present(mni_4mm):

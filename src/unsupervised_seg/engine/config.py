@@ -72,6 +72,10 @@ class SegmentationConfig:
     sim_weight: float = 1.0  # mu [stepsize_sim]
     con_weight: float = 1.0  # nu [stepsize_con]
     scr_weight: float = 0.5  # lambda [stepsize_scr]
+    # a stroked class of fewer voxels counts as this many in the class-balanced scribble loss: a 3-voxel stroke
+    # does not pull its class's boundary as hard as 3 classes of hundreds (a chest CT's one wrong bone voxel at
+    # 302 HU moved 5 k soft-tissue voxels into bone; benchmarks/RESULTS.md); "a few dozen" (issue 12's sparse style)
+    scr_min_voxels: int = 25
     # initialisation: "kmeans"/"gmm" fit the network to k-means / Gaussian-mixture clusters of the intensities for
     # init_iter iterations before self-training on its own argmax; "auto" fits both and keeps the mixture where it
     # is more spatially coherent (fewer label changes between neighbours) and leaves at most 1.2 times k-means'
@@ -136,6 +140,8 @@ class SegmentationConfig:
             raise InputError(f"convergence_tol must be >= 0 and < 1, got {self.convergence_tol}")
         if self.head_shrink is not None and not 0 <= self.head_shrink < 1:
             raise InputError(f"head_shrink must be >= 0 and < 1, got {self.head_shrink}")
+        if self.scr_min_voxels < 1:
+            raise InputError(f"scr_min_voxels must be >= 1, got {self.scr_min_voxels}")
         if self.min_labels < 1:
             raise InputError(f"min_labels must be >= 1, got {self.min_labels}")
         if self.n_labels is not None and self.n_labels < 1:

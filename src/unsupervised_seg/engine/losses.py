@@ -65,10 +65,11 @@ def continuity_loss(response: torch.Tensor, spacing: Optional[Sequence[float]] =
     return _WeightedMeanAbsDiffs.apply(response, weights)
 
 
-def scribble_loss(response: torch.Tensor, scribbles: torch.Tensor) -> torch.Tensor:
+def scribble_loss(response: torch.Tensor, scribbles: torch.Tensor, min_voxels: int = 1) -> torch.Tensor:
     """Class-balanced cross-entropy on the scribbled voxels whose label is still wrong: the mean over the stroked
-    classes of each class's summed cross-entropy of its wrong voxels over its stroked voxels. A class painted
-    over 20x more voxels does not drown a small one, and the loss stops where the strokes are labelled right:
+    classes of each class's summed cross-entropy of its wrong voxels over its stroked voxels (at least
+    ``min_voxels``). A class painted over 20x more voxels does not drown a small one, a class stroked on 3 voxels
+    does not pull as hard as one stroked on hundreds, and the loss stops where the strokes are labelled right:
     it moves a boundary just as far as the strokes need, not on until the stroked intensities are certain (a
     stroke through partial-volume voxels otherwise grows its class everywhere alike; benchmarks/RESULTS.md).
 
@@ -83,7 +84,7 @@ def scribble_loss(response: torch.Tensor, scribbles: torch.Tensor) -> torch.Tens
     counts = torch.bincount(target, minlength=logits.shape[1]).to(logits.dtype)
     wrong = logits.detach().argmax(1) != target
     cross_entropy = F.cross_entropy(logits, target, reduction="none")
-    return (cross_entropy * wrong / counts[target]).sum() / torch.count_nonzero(counts)
+    return (cross_entropy * wrong / counts.clamp_min(min_voxels)[target]).sum() / torch.count_nonzero(counts)
 
 
 class ClusteringLoss(nn.Module):
@@ -95,9 +96,11 @@ class ClusteringLoss(nn.Module):
         con_weight: float = 1.0,
         scr_weight: float = 0.5,
         spacing: Optional[Sequence[float]] = None,
+        scr_min_voxels: int = 1,
     ):
         super().__init__()
         self.sim_weight, self.con_weight, self.scr_weight = sim_weight, con_weight, scr_weight
+        self.scr_min_voxels = scr_min_voxels
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
 
     def forward(
@@ -118,6 +121,8 @@ class ClusteringLoss(nn.Module):
             weight = unmarked if weight is None else weight * unmarked
         sim = similarity_loss(response, pseudo_labels, weight, class_weights)
         con = continuity_loss(response, self.spacing)
-        scr = scribble_loss(response, scribbles) if scribbles is not None else response.new_zeros(())
+        scr = (
+            scribble_loss(response, scribbles, self.scr_min_voxels) if scribbles is not None else response.new_zeros(())
+        )
         loss = self.sim_weight * sim + self.con_weight * con + self.scr_weight * scr
         return {"loss": loss, "similarity": sim.detach(), "continuity": con.detach(), "scribble": scr.detach()}

@@ -58,22 +58,16 @@ def cache_state(cache: Optional[RefineCache]) -> Optional[dict]:
         "train": _prepared_state(cache.train),
         "full": _prepared_state(cache.full),
         "full_features": cache.full_features,
-        "head_start": cache.head_start,
     }
 
 
 def cache_from_state(state: Optional[dict]) -> Optional[RefineCache]:
-    """The refinement cache of a model file; None if it has none (or one saved before head phases restarted:
-    a refit then retrains the network)."""
-    if state is None or "head_start" not in state:
+    """The refinement cache of a model file; None if it has none. The network's head that earlier files kept
+    as "head_start" (for strokes to restart from) is ignored: strokes go on from the saved head."""
+    if state is None:
         return None
     return RefineCache(
-        state["key"],
-        int(state["level"]),
-        _prepared(state["train"]),
-        _prepared(state["full"]),
-        state["full_features"],
-        state["head_start"],
+        state["key"], int(state["level"]), _prepared(state["train"]), _prepared(state["full"]), state["full_features"]
     )
 
 

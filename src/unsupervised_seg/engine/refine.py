@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -22,18 +21,14 @@ CACHE_BYTES = 2**30
 class RefineCache:
     """key: digest of the volume's data, spacing and mask; level: the training level (number of halvings);
     train: the training-level Prepared whose image is the eval-mode features (1, q, *crop); full: the
-    full-resolution Prepared; full_features: its ROI voxels' features (q, N); head_start: where the next head phase
-    with strokes starts ({"head": state_dict, "optimizer": state_dict}): the network's head when a stroke-free head
-    phase (``head_shrink``) moved it, else None (it goes on from the current head). Only a network trained as
-    without strokes (its crop seen whole) has a cache, so a refit of the same volume with strokes retrains only
-    the head."""
+    full-resolution Prepared; full_features: its ROI voxels' features (q, N). Only a network trained as without
+    strokes (its crop seen whole) has a cache, so a refit of the same volume with strokes retrains only the head."""
 
     key: str
     level: int
     train: Prepared
     full: Prepared
     full_features: torch.Tensor
-    head_start: Optional[dict]
 
     @staticmethod
     def fits(full_features: torch.Tensor, train_features: torch.Tensor) -> bool:

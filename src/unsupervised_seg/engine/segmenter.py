@@ -7,7 +7,6 @@ decides which phases run.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import replace
@@ -74,10 +73,11 @@ class Segmenter:
         keep_labels: keep the channel -> label mapping of the previous fit (sequence mode).
         Strokes train the network only where it trains on patches (crops above ``max_voxels``). Otherwise it
         trains as without them and the clustering head then learns them on the full-resolution features, so a
-        fit with strokes is the unsupervised fit plus a head refinement. Refitting the volume of the previous
-        fit with strokes (added, erased, of a new class, or drawn after an unsupervised fit) retrains only the
-        clustering head on the cached features of that fit: a refinement in a fraction of the first fit's time.
-        The cache travels with ``save`` / ``load``.
+        fit with strokes is the unsupervised fit (with its stroke-free head phase) plus a head refinement.
+        Refitting the volume of the previous fit with strokes (added, erased, of a new class, or drawn after an
+        unsupervised fit) retrains only the clustering head on the cached features of that fit, from the head
+        that gave the labels the user saw: a refinement in a fraction of the first fit's time. The cache travels
+        with ``save`` / ``load``.
         """
         start = time.perf_counter()
         cfg = self._check(volume, scribbles, mask)
@@ -93,15 +93,12 @@ class Segmenter:
             roi = roi_or_foreground(volume, scribbles, mask, cfg.foreground)
             cache, history, stop_reason = self._fit_network(volume, scribbles, roi, cfg, max_iter, key, progress)
         marked = strokes(cache.full, cache.full_features, scribbles, volume.spatial_dims)
-        if marked is not None:
-            head_steps = max_iter
-        elif cfg.head_shrink and not keep_labels:  # the steps the network left (a sequence frame keeps its labels)
-            head_steps = max_iter - len(history)
-        else:
-            head_steps = 0
-        if cache.train is not None and head_steps > 0:
-            head_history, stop_reason = self._head_phase(cache, cfg, marked, head_steps, progress)
-            history += head_history
+        # a new fit's stroke-free head phase takes the steps the network left (a sequence frame keeps its labels)
+        free_steps = max_iter - len(history) if cfg.head_shrink and not (refining or keep_labels) else 0
+        for phase_strokes, steps in ((None, free_steps), (marked, max_iter if marked is not None else 0)):
+            if cache.train is not None and steps > 0:
+                head_history, stop_reason = self._head_phase(cache, cfg, phase_strokes, steps, progress)
+                history += head_history
         channels = self._channels(cache.full, cache.full_features)
         self.channel_to_label = self._assign(channels, cache.full, cfg, keep_labels)
         if cache.level:
@@ -114,22 +111,17 @@ class Segmenter:
     def _head_phase(self, cache: RefineCache, cfg: SegmentationConfig, marked, max_iter: int, progress):
         """Train the clustering head on the cached training-level features; returns (history, stop_reason).
 
-        The network trained as without strokes (its crop was seen whole): the head learns them (``marked``) at
-        full resolution until it converges, and a refinement goes on from the head it left. With ``head_shrink``
-        and no strokes the head self-trains after the network until converged or a label shrank; strokes drawn
-        later start from the network's head again (``cache.head_start``), so a refit equals a fresh fit.
+        Without strokes (``head_shrink``, after the network) the head self-trains until it converges or a label
+        shrank. With strokes (``marked``; the network trained as without them, its crop seen whole) the head
+        learns them at full resolution until it converges, going on from the head as it is: the one that gave
+        the unsupervised labels, or the previous refinement's. So strokes refine the result they were drawn on,
+        and a refit with strokes equals a fresh fit with them (on a chest CT, restarting from the network's head
+        left every stroke style below the unsupervised result; benchmarks/RESULTS.md).
         """
-        if marked is None:  # stroke-free (head_shrink): the output labels at the start, for the "shrank" rule
-            cache.head_start = copy.deepcopy(
-                {"head": self.network.head.state_dict(), "optimizer": self.optimizer.state_dict()}
-            )
-            start_labels = self._assign(self._channels(cache.full, cache.full_features), cache.full, cfg)
+        if marked is None:  # the output labels at the start, for the "shrank" rule (no stroke class named yet)
+            unnamed = replace(cache.full, n_scribble_classes=0)
+            start_labels = self._assign(self._channels(unnamed, cache.full_features), unnamed, cfg)
             return self._train(self.network.head, [cache.train], cfg, HEAD, max_iter, progress, None, start_labels)
-        if cache.head_start is not None:  # strokes after a stroke-free head phase: from the network's head
-            self.network.head.load_state_dict(cache.head_start["head"])
-            self.optimizer.load_state_dict(cache.head_start["optimizer"])
-            if self._cache is not None:
-                self._cache.head_start = None  # a refinement goes on from this phase's head
         name_channels(self.network.head, self.optimizer, marked, cache.train)
         return self._train(self.network.head, [cache.train], cfg, HEAD, max_iter, progress, marked)
 
@@ -151,7 +143,7 @@ class Segmenter:
         if whole:  # the head phase trains on the training level's features
             train_features = crop_features if level == 0 else self._features(prep, cfg)
             train_prep = replace(prep, image=train_features[None], scribbles=None, targets=None)
-        fitted = RefineCache(key, level, train_prep, full, full_features, None)
+        fitted = RefineCache(key, level, train_prep, full, full_features)
         keep = train_prep is not None and RefineCache.fits(full_features, train_prep.image)
         self._cache = fitted if keep else None
         return fitted, history, stop_reason

@@ -110,7 +110,7 @@ def train(
     changed on the steps that check convergence.
     """
     strokes = None if strokes is None else tuple(t.to(device) for t in strokes)
-    loss_fn = ClusteringLoss(cfg.sim_weight, cfg.con_weight, cfg.scr_weight, preps[0].spacing)
+    loss_fn = ClusteringLoss(cfg.sim_weight, cfg.con_weight, cfg.scr_weight, preps[0].spacing, cfg.scr_min_voxels)
     rules = StopRules(cfg, max(cfg.min_labels, drawn_classes(preps, strokes), cfg.n_labels or 0), max_iter)
     whole = all(p.roi.numel() <= cfg.max_voxels for p in preps)
     samplers = None if whole else [_sampler(p, cfg, device, steps_done) for p in preps]
@@ -140,7 +140,7 @@ def train(
         initialising = targets is not None and it <= cfg.init_iter
         parts = loss_fn(response, targets if initialising else own, roi, scr)
         if strokes is not None:
-            parts["scribble"] = scribble_loss(model(strokes[0]), strokes[1])
+            parts["scribble"] = scribble_loss(model(strokes[0]), strokes[1], cfg.scr_min_voxels)
             parts["loss"] = parts["loss"] + cfg.scr_weight * parts["scribble"]
         parts["loss"].backward()
         optimizer.step()
