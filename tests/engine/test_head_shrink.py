@@ -61,3 +61,24 @@ def test_a_fit_with_strokes_is_the_unsupervised_fit_plus_a_stroke_phase(mni_4mm)
     assert "head" in {entry["phase"] for entry in unsupervised.history}
     assert [entry["loss"] for entry in stroked.history[:steps]] == [entry["loss"] for entry in unsupervised.history]
     assert len(stroked.history) > steps and {entry["phase"] for entry in stroked.history[steps:]} == {"head"}
+
+
+def test_strokes_after_an_unsupervised_fit_start_from_its_head(mni_4mm, monkeypatch):
+    """The stroke phase names its channels on the very head that gave the unsupervised labels (not the network's
+    head from before the stroke-free phase)."""
+    from unsupervised_seg.engine import segmenter as segmenter_module
+
+    volume, mask, truth = mni_4mm
+    seg = Segmenter(n_labels=3, seed=0)
+    seg.fit(volume, mask=mask)
+    left = {k: v.clone() for k, v in seg.network.head.state_dict().items()}
+    seen = []
+    name_channels = segmenter_module.name_channels
+
+    def spy(head, *args):
+        seen.append({k: v.clone() for k, v in head.state_dict().items()})
+        return name_channels(head, *args)
+
+    monkeypatch.setattr(segmenter_module, "name_channels", spy)
+    seg.fit(volume, scribbles_from_truth(truth, mask, volume.spacing), mask)
+    assert len(seen) == 1 and all(torch.equal(seen[0][k], v) for k, v in left.items())

@@ -118,3 +118,18 @@ def test_thick_slices_get_a_kernel_without_depth_that_survives_saving(tmp_path, 
     again = Segmenter.load(tmp_path / "model.pt")
     assert again.network.features[0].kernel_size == (3, 3, 1)
     assert np.array_equal(again.predict(ct, mask=body).labels, segmenter.predict(ct, mask=body).labels)
+
+
+def test_a_file_with_the_former_head_start_loads_and_refines_the_head(tmp_path, fitted, mni_4mm):
+    """Files of earlier 0.2 builds kept the network's head for strokes to restart from ("head_start"); strokes now
+    go on from the saved head and the key is ignored."""
+    from unsupervised_seg.demo.simulated_scribbles import scribbles_from_truth
+
+    segmenter, volume, mask = fitted
+    state = persistence.segmenter_state(segmenter)
+    state["refine_cache"]["head_start"] = {"head": segmenter.network.head.state_dict(), "optimizer": {}}
+    persistence.write_state(state, tmp_path / "old.pt")
+    loaded = Segmenter.load(tmp_path / "old.pt")
+    assert loaded._cache is not None
+    result = loaded.fit(volume, scribbles_from_truth(mni_4mm[2], mask, volume.spacing), mask, max_iter=5)
+    assert {entry["phase"] for entry in result.history} == {"head"}

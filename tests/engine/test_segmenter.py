@@ -112,6 +112,21 @@ def test_strokes_of_new_classes_refine_the_head_and_another_volume_retrains_the_
     assert not all(torch.equal(v, seg.network.features.state_dict()[k]) for k, v in features.items())
 
 
+def test_strokes_outside_the_last_fits_foreground_make_a_new_fit(mni_4mm):
+    """Without a mask a new fit clusters the detected foreground plus every stroked voxel; a refinement keeps the
+    last fit's region, so strokes drawn outside it (on the background) fit anew instead of being dropped."""
+    volume, mask, truth = mni_4mm
+    seg = Segmenter(n_labels=3, seed=0, max_iter=20)
+    outside = tuple(np.argwhere(seg.fit(volume).labels == 0)[:5].T)
+    scribbles = scribbles_from_truth(truth, mask, volume.spacing)
+    scribbles[outside] = 1
+    result = seg.fit(volume, scribbles)
+    assert "network" in {entry["phase"] for entry in result.history}
+    assert np.all(result.labels[outside] == 1)
+    inside = scribbles_from_truth(truth, mask, volume.spacing)
+    assert {entry["phase"] for entry in seg.fit(volume, inside).history} == {"head"}
+
+
 def test_reproducible_with_seed_and_exact_label_count(mni_4mm):
     volume, mask, _ = mni_4mm
     slab = Volume(volume.data[:, :, :, 10:22], volume.spacing)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unsupervised_seg import SegmentationConfig, Segmenter
+from unsupervised_seg import InputError, SegmentationConfig, Segmenter
 from unsupervised_seg.demo.simulated_scribbles import scribbles_from_truth
 from unsupervised_seg.engine.losses import scribble_loss
 
@@ -45,6 +45,24 @@ def test_a_class_stroked_on_a_few_voxels_counts_as_min_voxels():
     assert float(scribble_loss(response, scribbles)) == pytest.approx(float(loss[0]), rel=1e-5)
     assert float(scribble_loss(response, scribbles, min_voxels=25)) == pytest.approx(float(loss[1]), rel=1e-5)
     assert SegmentationConfig().scr_min_voxels == 25
+    with pytest.raises(InputError, match="scr_min_voxels"):
+        SegmentationConfig(scr_min_voxels=0)
+
+
+def test_the_head_phase_weighs_the_strokes_with_scr_min_voxels(mni_4mm, monkeypatch):
+    from unsupervised_seg.engine import training
+
+    volume, mask, truth = mni_4mm
+    floors = []
+    loss = training.scribble_loss
+
+    def spy(response, scribbles, min_voxels=1):
+        floors.append(min_voxels)
+        return loss(response, scribbles, min_voxels)
+
+    monkeypatch.setattr(training, "scribble_loss", spy)
+    Segmenter(n_labels=3, seed=0, scr_min_voxels=7).fit(volume, scribbles_from_truth(truth, mask, volume.spacing), mask)
+    assert floors and set(floors) == {7}
 
 
 def test_stroked_voxels_keep_their_class_and_every_stroked_class_is_present(mni_4mm):

@@ -82,7 +82,7 @@ class Reporter:
         print(json.dumps(data, default=_jsonable), flush=True)
 
     def _update_bar(self, event: FitStep) -> None:
-        if self.bar is not None and self.phase != event.phase:  # the head phase gets its own bar
+        if self.bar is not None and (self.phase != event.phase or event.iteration == 1):  # a bar per phase run
             self.close()
         if self.bar is None:
             from tqdm import tqdm

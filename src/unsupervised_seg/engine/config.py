@@ -72,9 +72,10 @@ class SegmentationConfig:
     sim_weight: float = 1.0  # mu [stepsize_sim]
     con_weight: float = 1.0  # nu [stepsize_con]
     scr_weight: float = 0.5  # lambda [stepsize_scr]
-    # a stroked class of fewer voxels counts as this many in the class-balanced scribble loss: a 3-voxel stroke
-    # does not pull its class's boundary as hard as 3 classes of hundreds (a chest CT's one wrong bone voxel at
-    # 302 HU moved 5 k soft-tissue voxels into bone; benchmarks/RESULTS.md); "a few dozen" (issue 12's sparse style)
+    # in the head's class-balanced scribble loss a class stroked on fewer voxels than this is divided by this, not by
+    # its count: each voxel of a 3-voxel stroke weighs 1/25, not 1/3 (a chest CT's one wrong bone voxel at 302 HU
+    # moved ~5 k soft-tissue voxels into bone; benchmarks/RESULTS.md); 25: "a few dozen", issue 12's sparse style.
+    # (Patch training, the only place strokes reach the network, counts a batch's voxels and keeps 1/count.)
     scr_min_voxels: int = 25
     # initialisation: "kmeans"/"gmm" fit the network to k-means / Gaussian-mixture clusters of the intensities for
     # init_iter iterations before self-training on its own argmax; "auto" fits both and keeps the mixture where it
@@ -98,8 +99,9 @@ class SegmentationConfig:
     # cached features until it converges or a label has lost this share of the voxels it had at the phase's
     # start (its continuity term erodes a thin class such as CSF or bone step by step and never converges; a
     # 30 % stop lifted every unsupervised volume of the development set, benchmarks/RESULTS.md). 3D: 0.3; 2D and
-    # the reference settings: 0 (no head phase without strokes; not measured in 2D). With strokes the head phase
-    # runs to convergence whatever this is.
+    # the reference settings: 0 (no such phase; not measured in 2D). It runs in every new fit, with strokes too
+    # (not in a sequence frame, which keeps its labels); the stroke phase then goes on from its head and runs
+    # to convergence whatever this is.
     head_shrink: Optional[float] = None
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

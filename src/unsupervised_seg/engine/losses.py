@@ -96,11 +96,9 @@ class ClusteringLoss(nn.Module):
         con_weight: float = 1.0,
         scr_weight: float = 0.5,
         spacing: Optional[Sequence[float]] = None,
-        scr_min_voxels: int = 1,
     ):
         super().__init__()
         self.sim_weight, self.con_weight, self.scr_weight = sim_weight, con_weight, scr_weight
-        self.scr_min_voxels = scr_min_voxels
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
 
     def forward(
@@ -121,8 +119,6 @@ class ClusteringLoss(nn.Module):
             weight = unmarked if weight is None else weight * unmarked
         sim = similarity_loss(response, pseudo_labels, weight, class_weights)
         con = continuity_loss(response, self.spacing)
-        scr = (
-            scribble_loss(response, scribbles, self.scr_min_voxels) if scribbles is not None else response.new_zeros(())
-        )
+        scr = scribble_loss(response, scribbles) if scribbles is not None else response.new_zeros(())
         loss = self.sim_weight * sim + self.con_weight * con + self.scr_weight * scr
         return {"loss": loss, "similarity": sim.detach(), "continuity": con.detach(), "scribble": scr.detach()}

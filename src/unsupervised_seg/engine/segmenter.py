@@ -85,6 +85,11 @@ class Segmenter:
         n_classes = scribble_classes(validate_scribbles(scribbles, volume.spatial_shape, cfg.n_clusters, volume.source))
         key, cache = volume_key(volume, mask), self._cache
         refining = cache is not None and cache.key == key and n_classes > 0 and not keep_labels
+        if refining and mask is None:  # a refinement keeps the last fit's ROI; a new fit adds the strokes to it
+            stroked = np.asarray(scribbles).reshape(cache.full.full_shape) > 0
+            if np.any(stroked & ~cache.full.full_roi):
+                log.info("%s: strokes outside the region the last fit clustered: fitting anew", volume.source)
+                refining = False
         history, stop_reason = [], "converged"
         if refining:
             log.info("%s: same volume: refining the clustering head on the strokes", volume.source)
@@ -115,8 +120,9 @@ class Segmenter:
         shrank. With strokes (``marked``; the network trained as without them, its crop seen whole) the head
         learns them at full resolution until it converges, going on from the head as it is: the one that gave
         the unsupervised labels, or the previous refinement's. So strokes refine the result they were drawn on,
-        and a refit with strokes equals a fresh fit with them (on a chest CT, restarting from the network's head
-        left every stroke style below the unsupervised result; benchmarks/RESULTS.md).
+        and strokes drawn after an unsupervised fit give the labels of a fresh fit with them (on a chest CT,
+        restarting from the network's head left every stroke style below the unsupervised result;
+        benchmarks/RESULTS.md).
         """
         if marked is None:  # the output labels at the start, for the "shrank" rule (no stroke class named yet)
             unnamed = replace(cache.full, n_scribble_classes=0)

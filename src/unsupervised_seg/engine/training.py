@@ -110,7 +110,7 @@ def train(
     changed on the steps that check convergence.
     """
     strokes = None if strokes is None else tuple(t.to(device) for t in strokes)
-    loss_fn = ClusteringLoss(cfg.sim_weight, cfg.con_weight, cfg.scr_weight, preps[0].spacing, cfg.scr_min_voxels)
+    loss_fn = ClusteringLoss(cfg.sim_weight, cfg.con_weight, cfg.scr_weight, preps[0].spacing)
     rules = StopRules(cfg, max(cfg.min_labels, drawn_classes(preps, strokes), cfg.n_labels or 0), max_iter)
     whole = all(p.roi.numel() <= cfg.max_voxels for p in preps)
     samplers = None if whole else [_sampler(p, cfg, device, steps_done) for p in preps]
